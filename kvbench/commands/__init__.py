@@ -1,0 +1,1 @@
+"""One module per CLI concern; each exposes a typer `app` (or `register(app)` for top-level commands)."""
