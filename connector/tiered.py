@@ -1,0 +1,388 @@
+"""The tiered cache: L1 host memory in front of an optional shared L2 store.
+
+Engine-agnostic: it moves opaque chunk payloads of a fixed size, named by storage keys
+(`connector.keys`). An engine adapter fills payloads on save and consumes them on load through
+callbacks that see a 1-D uint8 tensor, so the bytes are copied once between the engine's KV and a
+cache slot.
+
+Invariants:
+- `load` returns chunks only as a consecutive run from the first key; each is either an L1 chunk or
+  an L2 chunk that passed validation (complete, checksum, key, layout). A bad L2 chunk is deleted,
+  counted and treated as a miss.
+- Nothing here raises because L2 misbehaves: L2 trouble turns into misses and skipped writes.
+- L2 writes never overwrite a stored chunk, and never block the caller for longer than one L2
+  deadline (`L2_CACHE_INGESTION_MAX_INFLIGHT_TOKENS=0`) or at all (`>0`, bounded in flight).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+from array import array
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from connector.chunk import HEADER_BYTES, ChunkFormatError, ChunkLayout, validate, write_header
+from connector.config import CacheConfig, IngestionType
+from connector.l1 import L1Cache, make_policy
+from connector.l2 import L2Backend, L2Client, Pending
+from connector.l2.client import resolved
+from connector.metrics import CacheMetrics
+from connector.profiling import span
+
+log = logging.getLogger(__name__)
+
+Fill = Callable[[torch.Tensor], None]
+Sink = Callable[[int, torch.Tensor], None]
+
+L1 = "l1"
+L2 = "l2"
+_KNOWN_IN_L2_MAX = 1 << 16
+
+
+@dataclass(frozen=True)
+class LookupResult:
+    """Consecutive cached chunks from the start: the first `l1` in L1, the next `l2` in L2."""
+
+    l1: int
+    l2: int
+
+    @property
+    def total(self) -> int:
+        return self.l1 + self.l2
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """How many leading chunks `load` delivered, and from which tier."""
+
+    l1: int
+    l2: int
+
+    @property
+    def total(self) -> int:
+        return self.l1 + self.l2
+
+
+def _as_tensor(buf: object) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # read-only buffers: we never write to them
+        return torch.frombuffer(buf, dtype=torch.uint8)  # type: ignore[arg-type]
+
+
+class TieredCache:
+    """Chunks of `payload_bytes` each, in L1 (if enabled) and in `l2` (if given)."""
+
+    def __init__(
+        self,
+        config: CacheConfig,
+        payload_bytes: int,
+        *,
+        l2: L2Backend | None = None,
+        metrics: CacheMetrics | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        self.config = config
+        self.metrics = metrics or CacheMetrics()
+        tokens_len = config.chunk_size * 4 if config.token_validation_enabled else 0
+        self.layout = ChunkLayout(payload_bytes, tokens_len)
+        self._ingestion = config.l2_ingestion_type
+        self.l1: L1Cache | None = None
+        if config.l1_enabled:
+            slot = self.layout.total
+            capacity = config.l1_capacity_bytes
+            self.l1 = L1Cache(
+                slot,
+                capacity,
+                make_policy(config, max(1, capacity // slot)),
+                pin_memory=pin_memory,
+                on_evict=self._on_l1_evict,
+            )
+            self.metrics.l1_capacity_bytes.set(capacity)
+        self.l2: L2Client | None = None
+        if l2 is not None:
+            if hasattr(l2, "value_size_hint"):
+                l2.value_size_hint = self.layout.total  # type: ignore[attr-defined]
+            self.l2 = L2Client(
+                l2, self.metrics, num_workers=config.l2_num_async_workers, op_batch=config.l2_op_batch
+            )
+        self._known_in_l2: OrderedDict[str, None] = OrderedDict()
+        self._inflight_tokens = 0
+        self._lock = threading.Lock()
+
+    # ---- lookup -------------------------------------------------------------------------------
+
+    def lookup_l1(self, keys: Sequence[str]) -> int:
+        return 0 if self.l1 is None else self.l1.contains_many(list(keys))
+
+    def lookup_l2(self, keys: Sequence[str]) -> Pending[int]:
+        """How many of `keys`, from the first, L2 holds; ready within the L2 deadline."""
+        if self.l2 is None or not keys:
+            return resolved(0)
+        keys = list(keys)
+
+        def leading(found: list[bool]) -> int:
+            count = 0
+            for key, present in zip(keys, found, strict=True):
+                if not present:
+                    break
+                self._remember_l2(key)
+                count += 1
+            return count
+
+        return self.l2.exists(keys, self._deadline(len(keys))).map(leading)
+
+    def lookup(self, keys: Sequence[str], num_tokens: int | None = None) -> LookupResult:
+        """Longest cached run from the start across tiers; moves no data. Counts the lookup."""
+        with span("lookup"):
+            in_l1 = self.lookup_l1(keys)
+            in_l2 = self.lookup_l2(keys[in_l1:]).result() if in_l1 < len(keys) else 0
+        self.record_lookup(
+            num_tokens if num_tokens is not None else len(keys) * self.config.chunk_size, in_l1, in_l2
+        )
+        return LookupResult(in_l1, in_l2)
+
+    def record_lookup(self, num_tokens: int, l1_chunks: int, l2_chunks: int) -> None:
+        size = self.config.chunk_size
+        self.metrics.lookup(num_tokens, {L1: l1_chunks * size, L2: l2_chunks * size})
+
+    # ---- load ---------------------------------------------------------------------------------
+
+    def load(
+        self, keys: Sequence[str], sink: Sink, tokens: Sequence[Sequence[int]] | None = None
+    ) -> LoadResult:
+        """Deliver the longest run of cached chunks from the start to `sink(index, payload)`.
+
+        `tokens[i]` (with TOKEN_VALIDATION_ENABLED) must equal the tokens stored with chunk i.
+        Stops at the first chunk no tier can deliver.
+        """
+        with span("load"):
+            from_l1 = self._load_l1(keys, sink, tokens)
+            from_l2 = 0
+            if from_l1 < len(keys) and self.l2 is not None:
+                from_l2 = self._load_l2(keys, from_l1, sink, tokens)
+        return LoadResult(from_l1, from_l2)
+
+    def _load_l1(self, keys: Sequence[str], sink: Sink, tokens: Sequence[Sequence[int]] | None) -> int:
+        if self.l1 is None:
+            return 0
+        start = time.perf_counter()
+        loaded = 0
+        for index, key in enumerate(keys):
+            view = self.l1.acquire(key)
+            if view is None:
+                break
+            try:
+                if tokens is not None and not self._tokens_match(view, tokens[index]):
+                    self.metrics.validation_failure()
+                    self.l1.release(key)
+                    self.l1.remove(key)
+                    break
+                sink(index, view[self.layout.payload_start : self.layout.tokens_start])
+            finally:
+                self.l1.release(key)
+            loaded += 1
+            if self._ingestion == IngestionType.HOT:
+                self._write_l1_chunk_to_l2(key)
+        if loaded:
+            self.metrics.loaded(L1, loaded * self.layout.payload_len)
+            self.metrics.latency(L1, "load", time.perf_counter() - start)
+        return loaded
+
+    def _load_l2(
+        self, keys: Sequence[str], first: int, sink: Sink, tokens: Sequence[Sequence[int]] | None
+    ) -> int:
+        assert self.l2 is not None
+        wanted = list(keys[first:])
+        start = time.perf_counter()
+        values = self.l2.get(wanted, self._deadline(len(wanted))).result()
+        loaded = 0
+        for offset, (key, value) in enumerate(zip(wanted, values, strict=True)):
+            if value is None:
+                break
+            index = first + offset
+            try:
+                validate(value, key, self.layout)
+            except ChunkFormatError as exc:
+                self._reject(key, str(exc))
+                break
+            data = _as_tensor(value)
+            if tokens is not None and not self._tokens_match(data, tokens[index]):
+                self._reject(key, "token ids differ")
+                break
+            sink(index, data[self.layout.payload_start : self.layout.tokens_start])
+            self._remember_l2(key)
+            if self.l1 is not None:
+                self.l1.put(key, data)
+            loaded += 1
+        if loaded:
+            self.metrics.loaded(L2, loaded * self.layout.payload_len)
+            self.metrics.latency(L2, "load", time.perf_counter() - start)
+        return loaded
+
+    def _reject(self, key: str, why: str) -> None:
+        log.warning("discarding L2 chunk %s: %s", key, why)
+        self.metrics.validation_failure()
+        self._forget_l2(key)
+        if self.l2 is not None:
+            self.l2.delete([key], self._deadline(1))
+
+    def _tokens_match(self, data: torch.Tensor, expected: Sequence[int]) -> bool:
+        stored = data[self.layout.tokens_start : self.layout.total].numpy().tobytes()
+        return stored == array("I", expected).tobytes()
+
+    # ---- save ---------------------------------------------------------------------------------
+
+    def save(self, key: str, fill: Fill, tokens: Sequence[int] | None = None) -> bool:
+        """Store the chunk `fill(payload)` writes under `key`; False if it was already cached or
+        could not be stored (counted). `tokens` is required with TOKEN_VALIDATION_ENABLED."""
+        with span("save"):
+            if self.l1 is not None:
+                return self._save_l1(key, fill, tokens)
+            return self._save_l2_only(key, fill, tokens)
+
+    def _fill(self, view: torch.Tensor, fill: Fill, tokens: Sequence[int] | None) -> None:
+        fill(view[self.layout.payload_start : self.layout.tokens_start])
+        if self.layout.tokens_len:
+            if tokens is None or len(tokens) != self.config.chunk_size:
+                raise ValueError("token validation needs the chunk's token ids")
+            view[self.layout.tokens_start : self.layout.total].copy_(_as_tensor(array("I", tokens)))
+
+    def _save_l1(self, key: str, fill: Fill, tokens: Sequence[int] | None) -> bool:
+        assert self.l1 is not None
+        start = time.perf_counter()
+        if key in self.l1:
+            return False
+        view = self.l1.reserve(key, self.layout.total)
+        if view is None:
+            if key not in self.l1:
+                self.metrics.skipped_write("l1_full")
+            return False
+        try:
+            self._fill(view, fill, tokens)
+        except BaseException:
+            self.l1.abort(key)
+            raise
+        self.l1.commit(key)
+        self.metrics.saved(L1, self.layout.payload_len)
+        self.metrics.latency(L1, "save", time.perf_counter() - start)
+        self.metrics.l1_used_bytes.set(len(self.l1) * self.layout.total)
+        if self._ingestion == IngestionType.ALL:
+            self._write_l1_chunk_to_l2(key)
+        return True
+
+    def _save_l2_only(self, key: str, fill: Fill, tokens: Sequence[int] | None) -> bool:
+        if self.l2 is None or self._is_known_in_l2(key):
+            return False
+        buffer = torch.empty(self.layout.total, dtype=torch.uint8)
+        self._fill(buffer, fill, tokens)
+        return self._write_to_l2(key, buffer, release=None)
+
+    def _on_l1_evict(self, key: str, data: torch.Tensor) -> None:
+        self.metrics.evicted(L1)
+        if self._ingestion == IngestionType.EVICTED and self.l2 is not None and not self._is_known_in_l2(key):
+            self._write_to_l2(key, data.clone(), release=None)
+
+    def _write_l1_chunk_to_l2(self, key: str) -> None:
+        """Write an L1-resident chunk to L2, pinning its slot until the write is done."""
+        if self.l2 is None or self.l1 is None or self._is_known_in_l2(key):
+            return
+        view = self.l1.acquire(key)
+        if view is None:
+            return
+        l1 = self.l1
+        self._write_to_l2(key, view, release=lambda: l1.release(key))
+
+    def _write_to_l2(self, key: str, data: torch.Tensor, release: Callable[[], None] | None) -> bool:
+        """Header + put of `data` (the chunk's full stored form) unless L2 already has it.
+
+        With a positive in-flight bound this returns at once (or skips, counted, when the bound is
+        reached); with 0 it waits for the write, bounded by the L2 deadline.
+        """
+        assert self.l2 is not None
+        bound = self.config.l2_ingestion_max_inflight_tokens
+        tokens = self.config.chunk_size
+        with self._lock:
+            if bound and self._inflight_tokens + tokens > bound:
+                self.metrics.skipped_write("inflight_full")
+                if release:
+                    release()
+                return False
+            self._inflight_tokens += tokens
+        client = self.l2
+        start = time.perf_counter()
+
+        def put_if_missing() -> str:
+            try:
+                if client.backend.exists([key])[0]:
+                    return "present"
+                buf = memoryview(data.numpy())
+                write_header(buf, key, self.layout)
+                client.backend.put([(key, buf)])
+                return "written"
+            finally:
+                if release:
+                    release()
+
+        def finished(outcome: str) -> None:
+            with self._lock:
+                self._inflight_tokens -= tokens
+            if outcome == "written":
+                self.metrics.saved(L2, self.layout.payload_len)
+                self.metrics.latency(L2, "save", time.perf_counter() - start)
+            if outcome != "failed":
+                self._remember_l2(key)
+
+        pending = client.submit("put", put_if_missing, "failed", self._deadline(1))
+        if bound:
+            pending.add_done_callback(finished)
+            return True
+        outcome = pending.result()
+        if outcome == "failed":
+            with self._lock:
+                self._inflight_tokens -= tokens
+        else:
+            pending.add_done_callback(finished)
+        return outcome == "written"
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait (bounded) until asynchronous L2 writes have finished."""
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end:
+            with self._lock:
+                if self._inflight_tokens == 0:
+                    return
+            time.sleep(0.005)
+
+    # ---- bookkeeping --------------------------------------------------------------------------
+
+    def _deadline(self, chunks: int) -> float:
+        return self.config.l2_timeout_s(chunks * self.config.chunk_size)
+
+    def _remember_l2(self, key: str) -> None:
+        with self._lock:
+            self._known_in_l2[key] = None
+            self._known_in_l2.move_to_end(key)
+            while len(self._known_in_l2) > _KNOWN_IN_L2_MAX:
+                self._known_in_l2.popitem(last=False)
+
+    def _forget_l2(self, key: str) -> None:
+        with self._lock:
+            self._known_in_l2.pop(key, None)
+
+    def _is_known_in_l2(self, key: str) -> bool:
+        with self._lock:
+            return key in self._known_in_l2
+
+    def close(self) -> None:
+        self.flush(timeout_s=5.0)
+        if self.l2 is not None:
+            self.l2.close()
+
+
+__all__ = ["HEADER_BYTES", "L1", "L2", "LoadResult", "LookupResult", "TieredCache"]
