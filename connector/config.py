@@ -215,8 +215,8 @@ class CacheConfig:
         "L2_CACHE_INGESTION_MAX_INFLIGHT_TOKENS",
         0,
         _int_at_least(0),
-        "0: L2 writes complete inside the (background) save; N: asynchronous, at most N tokens in flight, "
-        "extra writes are skipped and counted.",
+        "L2 writes are asynchronous; at most N tokens in flight (0 = 64 chunks), writes beyond are skipped "
+        "and counted.",
     )
     l2_num_async_workers: int = _setting(
         "L2_CACHE_NUM_ASYNC_WORKERS", 8, _int_at_least(1), "Threads serving L2 operations."

@@ -10,8 +10,9 @@ Invariants:
   an L2 chunk that passed validation (complete, checksum, key, layout). A bad L2 chunk is deleted,
   counted and treated as a miss.
 - Nothing here raises because L2 misbehaves: L2 trouble turns into misses and skipped writes.
-- L2 writes never overwrite a stored chunk, and never block the caller for longer than one L2
-  deadline (`L2_CACHE_INGESTION_MAX_INFLIGHT_TOKENS=0`) or at all (`>0`, bounded in flight).
+- L2 writes never overwrite a stored chunk and never block the caller: they run on L2 worker
+  threads, at most `L2_CACHE_INGESTION_MAX_INFLIGHT_TOKENS` tokens in flight (0: 64 chunks); a
+  write beyond the bound is skipped and counted.
 """
 
 from __future__ import annotations
@@ -39,10 +40,14 @@ log = logging.getLogger(__name__)
 
 Fill = Callable[[torch.Tensor], None]
 Sink = Callable[[int, torch.Tensor], None]
+L1Listener = Callable[[str, bool], None]
+"""Told `(key, True)` when a chunk becomes resident in L1 and `(key, False)` when it leaves."""
 
 L1 = "l1"
 L2 = "l2"
 _KNOWN_IN_L2_MAX = 1 << 16
+AUTO_INFLIGHT_CHUNKS = 64
+"""In-flight L2 write bound, in chunks, when L2_CACHE_INGESTION_MAX_INFLIGHT_TOKENS is 0."""
 
 
 @dataclass(frozen=True)
@@ -86,8 +91,11 @@ class TieredCache:
         l2: L2Backend | None = None,
         metrics: CacheMetrics | None = None,
         pin_memory: bool = False,
+        header_tag: str = "",
+        l1_listener: L1Listener | None = None,
     ) -> None:
         self.config = config
+        self._l1_listener = l1_listener
         self.metrics = metrics or CacheMetrics()
         tokens_len = config.chunk_size * 4 if config.token_validation_enabled else 0
         self.layout = ChunkLayout(payload_bytes, tokens_len)
@@ -113,6 +121,10 @@ class TieredCache:
             )
         self._known_in_l2: OrderedDict[str, None] = OrderedDict()
         self._inflight_tokens = 0
+        self._inflight_bound = (
+            config.l2_ingestion_max_inflight_tokens or AUTO_INFLIGHT_CHUNKS * config.chunk_size
+        )
+        self._header_tag = header_tag
         self._lock = threading.Lock()
 
     # ---- lookup -------------------------------------------------------------------------------
@@ -138,18 +150,40 @@ class TieredCache:
         return self.l2.exists(keys, self._deadline(len(keys))).map(leading)
 
     def lookup(self, keys: Sequence[str], num_tokens: int | None = None) -> LookupResult:
-        """Longest cached run from the start across tiers; moves no data. Counts the lookup."""
+        """Longest run of cached chunks from the start, each in L1 or L2; moves no data.
+
+        L1 answers first; L2 is asked (one batched round trip) only about the chunks of the run that
+        L1 does not hold. Counts the lookup in the metrics.
+        """
         with span("lookup"):
-            in_l1 = self.lookup_l1(keys)
-            in_l2 = self.lookup_l2(keys[in_l1:]).result() if in_l1 < len(keys) else 0
+            resident = self._l1_mask(keys)
+            missing = [key for key, here in zip(keys, resident, strict=True) if not here]
+            in_l2: set[str] = set()
+            if missing and self.l2 is not None:
+                found = self.l2.exists(missing, self._deadline(len(missing))).result()
+                in_l2 = {key for key, present in zip(missing, found, strict=True) if present}
+            l1 = l2 = 0
+            for key, here in zip(keys, resident, strict=True):
+                if here:
+                    l1 += 1
+                elif key in in_l2:
+                    self._remember_l2(key)
+                    l2 += 1
+                else:
+                    break
         self.record_lookup(
-            num_tokens if num_tokens is not None else len(keys) * self.config.chunk_size, in_l1, in_l2
+            num_tokens if num_tokens is not None else len(keys) * self.config.chunk_size, l1, l2
         )
-        return LookupResult(in_l1, in_l2)
+        return LookupResult(l1, l2)
 
     def record_lookup(self, num_tokens: int, l1_chunks: int, l2_chunks: int) -> None:
         size = self.config.chunk_size
         self.metrics.lookup(num_tokens, {L1: l1_chunks * size, L2: l2_chunks * size})
+
+    def _l1_mask(self, keys: Sequence[str]) -> list[bool]:
+        if self.l1 is None:
+            return [False] * len(keys)
+        return [key in self.l1 for key in keys]
 
     # ---- load ---------------------------------------------------------------------------------
 
@@ -158,72 +192,74 @@ class TieredCache:
     ) -> LoadResult:
         """Deliver the longest run of cached chunks from the start to `sink(index, payload)`.
 
-        `tokens[i]` (with TOKEN_VALIDATION_ENABLED) must equal the tokens stored with chunk i.
-        Stops at the first chunk no tier can deliver.
+        Each chunk comes from L1 if resident, else from L2 (all such chunks fetched in one batched
+        round trip, then validated and inserted into L1). `tokens[i]` (with TOKEN_VALIDATION_ENABLED)
+        must equal the tokens stored with chunk i. Stops at the first chunk no tier can deliver.
         """
         with span("load"):
-            from_l1 = self._load_l1(keys, sink, tokens)
-            from_l2 = 0
-            if from_l1 < len(keys) and self.l2 is not None:
-                from_l2 = self._load_l2(keys, from_l1, sink, tokens)
-        return LoadResult(from_l1, from_l2)
-
-    def _load_l1(self, keys: Sequence[str], sink: Sink, tokens: Sequence[Sequence[int]] | None) -> int:
-        if self.l1 is None:
-            return 0
-        start = time.perf_counter()
-        loaded = 0
-        for index, key in enumerate(keys):
-            view = self.l1.acquire(key)
-            if view is None:
-                break
-            try:
-                if tokens is not None and not self._tokens_match(view, tokens[index]):
-                    self.metrics.validation_failure()
-                    self.l1.release(key)
-                    self.l1.remove(key)
+            start = time.perf_counter()
+            resident = self._l1_mask(keys)
+            from_l2: dict[str, object] = {}
+            missing = [key for key, here in zip(keys, resident, strict=True) if not here]
+            if missing and self.l2 is not None:
+                with span("load", L2):
+                    values = self.l2.get(missing, self._deadline(len(missing))).result()
+                from_l2 = {
+                    key: value for key, value in zip(missing, values, strict=True) if value is not None
+                }
+            l1 = l2 = 0
+            for index, key in enumerate(keys):
+                expected = tokens[index] if tokens is not None else None
+                if resident[index] and self._deliver_l1(index, key, sink, expected):
+                    l1 += 1
+                elif key in from_l2 and self._deliver_l2(index, key, from_l2[key], sink, expected):
+                    l2 += 1
+                else:
                     break
-                sink(index, view[self.layout.payload_start : self.layout.tokens_start])
-            finally:
-                self.l1.release(key)
-            loaded += 1
-            if self._ingestion == IngestionType.HOT:
-                self._write_l1_chunk_to_l2(key)
-        if loaded:
-            self.metrics.loaded(L1, loaded * self.layout.payload_len)
-            self.metrics.latency(L1, "load", time.perf_counter() - start)
-        return loaded
+            elapsed = time.perf_counter() - start
+        for tier, count in ((L1, l1), (L2, l2)):
+            if count:
+                self.metrics.loaded(tier, count * self.layout.payload_len)
+                self.metrics.latency(tier, "load", elapsed)
+        return LoadResult(l1, l2)
 
-    def _load_l2(
-        self, keys: Sequence[str], first: int, sink: Sink, tokens: Sequence[Sequence[int]] | None
-    ) -> int:
-        assert self.l2 is not None
-        wanted = list(keys[first:])
-        start = time.perf_counter()
-        values = self.l2.get(wanted, self._deadline(len(wanted))).result()
-        loaded = 0
-        for offset, (key, value) in enumerate(zip(wanted, values, strict=True)):
-            if value is None:
-                break
-            index = first + offset
-            try:
-                validate(value, key, self.layout)
-            except ChunkFormatError as exc:
-                self._reject(key, str(exc))
-                break
-            data = _as_tensor(value)
-            if tokens is not None and not self._tokens_match(data, tokens[index]):
-                self._reject(key, "token ids differ")
-                break
-            sink(index, data[self.layout.payload_start : self.layout.tokens_start])
-            self._remember_l2(key)
-            if self.l1 is not None:
-                self.l1.put(key, data)
-            loaded += 1
-        if loaded:
-            self.metrics.loaded(L2, loaded * self.layout.payload_len)
-            self.metrics.latency(L2, "load", time.perf_counter() - start)
-        return loaded
+    def _deliver_l1(self, index: int, key: str, sink: Sink, expected: Sequence[int] | None) -> bool:
+        assert self.l1 is not None
+        view = self.l1.acquire(key)
+        if view is None:
+            return False
+        try:
+            intact = expected is None or self._tokens_match(view, expected)
+            if intact:
+                sink(index, view[self.layout.payload_start : self.layout.tokens_start])
+        finally:
+            self.l1.release(key)
+        if not intact:
+            self.metrics.validation_failure()
+            if self.l1.remove(key):
+                self._notify_l1(key, False)
+            return False
+        if self._ingestion == IngestionType.HOT:
+            self._write_l1_chunk_to_l2(key)
+        return True
+
+    def _deliver_l2(
+        self, index: int, key: str, value: object, sink: Sink, expected: Sequence[int] | None
+    ) -> bool:
+        try:
+            validate(value, self._header_key(key), self.layout)  # type: ignore[arg-type]
+        except ChunkFormatError as exc:
+            self._reject(key, str(exc))
+            return False
+        data = _as_tensor(value)
+        if expected is not None and not self._tokens_match(data, expected):
+            self._reject(key, "token ids differ")
+            return False
+        sink(index, data[self.layout.payload_start : self.layout.tokens_start])
+        self._remember_l2(key)
+        if self.l1 is not None and self.l1.put(key, data):
+            self._notify_l1(key, True)
+        return True
 
     def _reject(self, key: str, why: str) -> None:
         log.warning("discarding L2 chunk %s: %s", key, why)
@@ -269,6 +305,7 @@ class TieredCache:
             self.l1.abort(key)
             raise
         self.l1.commit(key)
+        self._notify_l1(key, True)
         self.metrics.saved(L1, self.layout.payload_len)
         self.metrics.latency(L1, "save", time.perf_counter() - start)
         self.metrics.l1_used_bytes.set(len(self.l1) * self.layout.total)
@@ -285,6 +322,7 @@ class TieredCache:
 
     def _on_l1_evict(self, key: str, data: torch.Tensor) -> None:
         self.metrics.evicted(L1)
+        self._notify_l1(key, False)
         if self._ingestion == IngestionType.EVICTED and self.l2 is not None and not self._is_known_in_l2(key):
             self._write_to_l2(key, data.clone(), release=None)
 
@@ -299,16 +337,15 @@ class TieredCache:
         self._write_to_l2(key, view, release=lambda: l1.release(key))
 
     def _write_to_l2(self, key: str, data: torch.Tensor, release: Callable[[], None] | None) -> bool:
-        """Header + put of `data` (the chunk's full stored form) unless L2 already has it.
+        """Queue header + put of `data` (the chunk's full stored form) unless L2 already has it.
 
-        With a positive in-flight bound this returns at once (or skips, counted, when the bound is
-        reached); with 0 it waits for the write, bounded by the L2 deadline.
+        Never waits for L2: when the in-flight bound is reached the write is skipped and counted.
+        `release` runs once the write no longer needs `data`'s memory.
         """
         assert self.l2 is not None
-        bound = self.config.l2_ingestion_max_inflight_tokens
         tokens = self.config.chunk_size
         with self._lock:
-            if bound and self._inflight_tokens + tokens > bound:
+            if self._inflight_tokens + tokens > self._inflight_bound:
                 self.metrics.skipped_write("inflight_full")
                 if release:
                     release()
@@ -316,13 +353,14 @@ class TieredCache:
             self._inflight_tokens += tokens
         client = self.l2
         start = time.perf_counter()
+        stored_key = self._header_key(key)
 
         def put_if_missing() -> str:
             try:
                 if client.backend.exists([key])[0]:
                     return "present"
                 buf = memoryview(data.numpy())
-                write_header(buf, key, self.layout)
+                write_header(buf, stored_key, self.layout)
                 client.backend.put([(key, buf)])
                 return "written"
             finally:
@@ -338,17 +376,8 @@ class TieredCache:
             if outcome != "failed":
                 self._remember_l2(key)
 
-        pending = client.submit("put", put_if_missing, "failed", self._deadline(1))
-        if bound:
-            pending.add_done_callback(finished)
-            return True
-        outcome = pending.result()
-        if outcome == "failed":
-            with self._lock:
-                self._inflight_tokens -= tokens
-        else:
-            pending.add_done_callback(finished)
-        return outcome == "written"
+        client.submit("put", put_if_missing, "failed", self._deadline(1)).add_done_callback(finished)
+        return True
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait (bounded) until asynchronous L2 writes have finished."""
@@ -360,6 +389,19 @@ class TieredCache:
             time.sleep(0.005)
 
     # ---- bookkeeping --------------------------------------------------------------------------
+
+    def _header_key(self, key: str) -> str:
+        """The identity written into (and required from) a stored chunk's header.
+
+        `header_tag` carries what the storage key cannot (e.g. the physical KV layout seen by this
+        process), so a chunk written by a differently shaped writer fails validation instead of
+        being loaded.
+        """
+        return f"{key}|{self._header_tag}" if self._header_tag else key
+
+    def _notify_l1(self, key: str, resident: bool) -> None:
+        if self._l1_listener is not None:
+            self._l1_listener(key, resident)
 
     def _deadline(self, chunks: int) -> float:
         return self.config.l2_timeout_s(chunks * self.config.chunk_size)
