@@ -198,24 +198,29 @@ class TieredCache:
         """
         with span("load"):
             start = time.perf_counter()
-            resident = self._l1_mask(keys)
-            from_l2: dict[str, object] = {}
-            missing = [key for key, here in zip(keys, resident, strict=True) if not here]
-            if missing and self.l2 is not None:
-                with span("load", L2):
-                    values = self.l2.get(missing, self._deadline(len(missing))).result()
-                from_l2 = {
-                    key: value for key, value in zip(missing, values, strict=True) if value is not None
-                }
-            l1 = l2 = 0
-            for index, key in enumerate(keys):
-                expected = tokens[index] if tokens is not None else None
-                if resident[index] and self._deliver_l1(index, key, sink, expected):
-                    l1 += 1
-                elif key in from_l2 and self._deliver_l2(index, key, from_l2[key], sink, expected):
-                    l2 += 1
-                else:
-                    break
+            # Pin every L1 chunk of the run first: inserting the L2 chunks into L1 must not evict
+            # chunks this same load is about to deliver.
+            pinned = [self.l1.acquire(key) if self.l1 is not None else None for key in keys]
+            try:
+                missing = [key for key, view in zip(keys, pinned, strict=True) if view is None]
+                from_l2: dict[str, object] = {}
+                if missing and self.l2 is not None:
+                    with span("load", L2):
+                        values = self.l2.get(missing, self._deadline(len(missing))).result()
+                    from_l2 = {k: v for k, v in zip(missing, values, strict=True) if v is not None}
+                l1 = l2 = 0
+                for index, (key, view) in enumerate(zip(keys, pinned, strict=True)):
+                    expected = tokens[index] if tokens is not None else None
+                    if view is not None and self._deliver_l1(index, key, view, sink, expected):
+                        l1 += 1
+                    elif key in from_l2 and self._deliver_l2(index, key, from_l2[key], sink, expected):
+                        l2 += 1
+                    else:
+                        break
+            finally:
+                for key, view in zip(keys, pinned, strict=True):
+                    if view is not None:
+                        self.l1.release(key)  # type: ignore[union-attr]
             elapsed = time.perf_counter() - start
         for tier, count in ((L1, l1), (L2, l2)):
             if count:
@@ -223,22 +228,19 @@ class TieredCache:
                 self.metrics.latency(tier, "load", elapsed)
         return LoadResult(l1, l2)
 
-    def _deliver_l1(self, index: int, key: str, sink: Sink, expected: Sequence[int] | None) -> bool:
+    def _deliver_l1(
+        self, index: int, key: str, view: torch.Tensor, sink: Sink, expected: Sequence[int] | None
+    ) -> bool:
+        """Deliver a chunk the caller has pinned in L1; a token mismatch drops it (after unpinning)."""
         assert self.l1 is not None
-        view = self.l1.acquire(key)
-        if view is None:
-            return False
-        try:
-            intact = expected is None or self._tokens_match(view, expected)
-            if intact:
-                sink(index, view[self.layout.payload_start : self.layout.tokens_start])
-        finally:
-            self.l1.release(key)
-        if not intact:
+        if expected is not None and not self._tokens_match(view, expected):
             self.metrics.validation_failure()
+            self.l1.release(key)
             if self.l1.remove(key):
                 self._notify_l1(key, False)
+            self.l1.acquire(key)  # keeps the caller's release balanced; None when removed
             return False
+        sink(index, view[self.layout.payload_start : self.layout.tokens_start])
         if self._ingestion == IngestionType.HOT:
             self._write_l1_chunk_to_l2(key)
         return True
