@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -81,7 +82,7 @@ def _float_at_least(low: float, *, exclusive: bool = False) -> Callable[[str], f
             value = float(raw.strip())
         except ValueError:
             raise ValueError(f"expected {what}") from None
-        if value != value or value < low or (exclusive and value == low):
+        if not math.isfinite(value) or value < low or (exclusive and value == low):
             raise ValueError(f"expected {what}")
         return value
 

@@ -39,8 +39,10 @@ class KeyNamespace:
     user: str = "aibrix"
 
     def __post_init__(self) -> None:
-        if not _SAFE_USER.match(self.user):
-            raise ValueError(f"namespace {self.user!r}: expected 1-64 characters of A-Z a-z 0-9 . _ -")
+        if not _SAFE_USER.match(self.user) or not self.user.strip("."):
+            raise ValueError(
+                f"namespace {self.user!r}: expected 1-64 characters of A-Z a-z 0-9 . _ -, not only dots"
+            )
         if self.chunk_size <= 0 or self.block_size <= 0 or self.chunk_size % self.block_size:
             raise ValueError(
                 f"chunk size {self.chunk_size} must be a positive multiple of block size {self.block_size}"

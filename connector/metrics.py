@@ -39,6 +39,9 @@ class CacheMetrics:
         self._invalid = Counter(
             f"{PREFIX}_validation_failures", "Stored chunks that failed validation", registry=r
         )
+        self._load_failed = Counter(
+            f"{PREFIX}_load_failed_tokens", "Tokens recomputed because a planned load failed", registry=r
+        )
         self.l1_used_bytes = Gauge(f"{PREFIX}_l1_used_bytes", "L1 bytes holding chunks", registry=r)
         self.l1_capacity_bytes = Gauge(f"{PREFIX}_l1_capacity_bytes", "L1 byte capacity", registry=r)
         self._totals: defaultdict[str, float] = defaultdict(float)
@@ -81,6 +84,11 @@ class CacheMetrics:
     def skipped_write(self, reason: str, count: int = 1) -> None:
         self._skipped.labels(reason).inc(count)
         self._add(f"skipped_writes.{reason}", count)
+
+    def load_failed(self, tokens: int) -> None:
+        """Tokens an engine had to recompute because a planned load could not be delivered."""
+        self._load_failed.inc(tokens)
+        self._add("load_failed_tokens", tokens)
 
     def validation_failure(self) -> None:
         self._invalid.inc()

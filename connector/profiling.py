@@ -25,7 +25,10 @@ _lock = threading.Lock()
 
 
 def start_profiling(config: CacheConfig, **tags: str) -> bool:
-    """Configure the Pyroscope agent once per process if `PROFILING_ENABLED`; True when active."""
+    """Configure the Pyroscope agent once per process if `PROFILING_ENABLED`; True when active.
+
+    Never raises: a missing or failing agent is logged and profiling stays off.
+    """
     global _pyroscope
     if not config.profiling_enabled:
         return False
@@ -39,15 +42,19 @@ def start_profiling(config: CacheConfig, **tags: str) -> bool:
                 "profiling enabled but pyroscope-io is not installed (pip install 'kvbench[profiling]')"
             )
             return False
-        pyroscope.configure(
-            application_name=config.profiling_app_name,
-            server_address=config.profiling_server_address,
-            sample_rate=100,
-            oncpu=True,
-            gil_only=True,
-            upload_interval=int(os.environ.get("AIBRIX_KV_CACHE_OL_PROFILING_UPLOAD_INTERVAL_S", "10")),
-            tags={"pid": str(os.getpid()), **tags},
-        )
+        try:
+            pyroscope.configure(
+                application_name=config.profiling_app_name,
+                server_address=config.profiling_server_address,
+                sample_rate=100,
+                oncpu=True,
+                gil_only=True,
+                upload_interval=int(os.environ.get("AIBRIX_KV_CACHE_OL_PROFILING_UPLOAD_INTERVAL_S", "10")),
+                tags={"pid": str(os.getpid()), **tags},
+            )
+        except Exception as exc:  # a profiler that cannot start must not stop the engine
+            log.warning("profiling not started: %s", exc)
+            return False
         _pyroscope = pyroscope
         log.info("profiling to %s as %s", config.profiling_server_address, config.profiling_app_name)
         return True

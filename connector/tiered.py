@@ -194,8 +194,11 @@ class TieredCache:
 
         Each chunk comes from L1 if resident, else from L2 (all such chunks fetched in one batched
         round trip, then validated and inserted into L1). `tokens[i]` (with TOKEN_VALIDATION_ENABLED)
-        must equal the tokens stored with chunk i. Stops at the first chunk no tier can deliver.
+        must equal the tokens stored with chunk i; without token validation `tokens` is ignored.
+        Stops at the first chunk no tier can deliver.
         """
+        if not self.layout.tokens_len:
+            tokens = None
         with span("load"):
             start = time.perf_counter()
             # Pin every L1 chunk of the run first: inserting the L2 chunks into L1 must not evict
@@ -238,6 +241,7 @@ class TieredCache:
             self.l1.release(key)
             if self.l1.remove(key):
                 self._notify_l1(key, False)
+                self._update_l1_gauge()
             self.l1.acquire(key)  # keeps the caller's release balanced; None when removed
             return False
         sink(index, view[self.layout.payload_start : self.layout.tokens_start])
@@ -261,6 +265,7 @@ class TieredCache:
         self._remember_l2(key)
         if self.l1 is not None and self.l1.put(key, data):
             self._notify_l1(key, True)
+            self._update_l1_gauge()
         return True
 
     def _reject(self, key: str, why: str) -> None:
@@ -310,7 +315,7 @@ class TieredCache:
         self._notify_l1(key, True)
         self.metrics.saved(L1, self.layout.payload_len)
         self.metrics.latency(L1, "save", time.perf_counter() - start)
-        self.metrics.l1_used_bytes.set(len(self.l1) * self.layout.total)
+        self._update_l1_gauge()
         if self._ingestion == IngestionType.ALL:
             self._write_l1_chunk_to_l2(key)
         return True
@@ -332,7 +337,7 @@ class TieredCache:
         """Write an L1-resident chunk to L2, pinning its slot until the write is done."""
         if self.l2 is None or self.l1 is None or self._is_known_in_l2(key):
             return
-        view = self.l1.acquire(key)
+        view = self.l1.acquire(key, hit=False)
         if view is None:
             return
         l1 = self.l1
@@ -342,7 +347,8 @@ class TieredCache:
         """Queue header + put of `data` (the chunk's full stored form) unless L2 already has it.
 
         Never waits for L2: when the in-flight bound is reached the write is skipped and counted.
-        `release` runs once the write no longer needs `data`'s memory.
+        `release` runs exactly once, when the write no longer needs `data`'s memory: after it ran,
+        or at once when it never will (refused during an outage, cancelled at close).
         """
         assert self.l2 is not None
         tokens = self.config.chunk_size
@@ -358,18 +364,16 @@ class TieredCache:
         stored_key = self._header_key(key)
 
         def put_if_missing() -> str:
-            try:
-                if client.backend.exists([key])[0]:
-                    return "present"
-                buf = memoryview(data.numpy())
-                write_header(buf, stored_key, self.layout)
-                client.backend.put([(key, buf)])
-                return "written"
-            finally:
-                if release:
-                    release()
+            if client.backend.exists([key])[0]:
+                return "present"
+            buf = memoryview(data.numpy())
+            write_header(buf, stored_key, self.layout)
+            client.backend.put([(key, buf)])
+            return "written"
 
         def finished(outcome: str) -> None:
+            if release:
+                release()
             with self._lock:
                 self._inflight_tokens -= tokens
             if outcome == "written":
@@ -404,6 +408,10 @@ class TieredCache:
     def _notify_l1(self, key: str, resident: bool) -> None:
         if self._l1_listener is not None:
             self._l1_listener(key, resident)
+
+    def _update_l1_gauge(self) -> None:
+        if self.l1 is not None:
+            self.metrics.l1_used_bytes.set(self.l1.used_bytes)
 
     def _deadline(self, chunks: int) -> float:
         return self.config.l2_timeout_s(chunks * self.config.chunk_size)

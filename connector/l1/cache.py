@@ -139,14 +139,19 @@ class L1Cache:
         self.commit(key)
         return True
 
-    def acquire(self, key: str) -> torch.Tensor | None:
-        """Pin `key` and return its bytes, counting a hit; None on a miss. Pair with `release`."""
+    def acquire(self, key: str, *, hit: bool = True) -> torch.Tensor | None:
+        """Pin `key` and return its bytes; None on a miss. Pair with `release`.
+
+        `hit=False` pins without telling the eviction policy, for the cache's own reads (copying a
+        chunk to L2): those are not reuse, and counting them would promote every chunk.
+        """
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or not entry.committed:
                 return None
             entry.pins += 1
-            self._policy.on_hit(key)
+            if hit:
+                self._policy.on_hit(key)
             slot, nbytes = entry.slot, entry.nbytes
         return self._pool.view(slot)[:nbytes]
 

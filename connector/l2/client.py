@@ -3,12 +3,16 @@
 Every call returns a `Pending` at once; its `result()` is ready within the deadline. It never raises:
 a failure or a timeout yields the operation's "miss" value (False / None / 0 written) and is counted.
 When the store is unreachable the client logs one warning, answers misses immediately for
-`retry_interval_s`, then lets one operation through as a probe; the first success logs the recovery.
+`retry_interval_s`, then lets one operation through as a probe (per interval); the first success logs
+the recovery (at INFO: one warning per outage). Only an operation that started after the outage was
+detected and finished within its deadline counts as that success, so a straggler from before the
+outage, or a reply too late to be used, neither ends the outage nor causes a second warning.
 Work runs on `num_workers` threads, so a slow store never blocks the caller.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -56,6 +60,13 @@ class Pending(Generic[T]):
         self._resolved = True
         return self._value  # type: ignore[return-value]
 
+    def wait(self, seconds: float) -> bool:
+        """Block up to `seconds` for the result; True if `result()` will not block."""
+        if not self.done() and self._future is not None:
+            with contextlib.suppress(FutureTimeout):
+                self._future.result(timeout=max(0.0, min(seconds, self._deadline - time.monotonic())))
+        return self.done()
+
     def add_done_callback(self, fn: Callable[[T], None]) -> None:
         """Call `fn(value)` when the operation really finishes (not at the deadline)."""
         if self._future is None:
@@ -80,6 +91,9 @@ class _Mapped(Pending[U]):
 
     def done(self) -> bool:
         return self._inner.done()
+
+    def wait(self, seconds: float) -> bool:
+        return self._inner.wait(seconds)
 
     def result(self) -> U:
         if not self._mapped:
@@ -114,6 +128,7 @@ class L2Client:
         self._lock = threading.Lock()
         self._down_until = 0.0
         self._in_outage = False
+        self._outage_since = 0.0
         self._timeouts = 0
 
     @property
@@ -128,17 +143,30 @@ class L2Client:
                 self._down_until = time.monotonic() + self._retry_interval
                 if not self._in_outage:
                     self._in_outage = True
+                    self._outage_since = time.monotonic()
                     log.warning(
                         "L2 %s unavailable (%s); serving misses until it is back", self.backend.name, exc
                     )
 
-    def _succeeded(self) -> None:
+    def _succeeded(self, started: float) -> None:
         with self._lock:
+            if self._in_outage and started < self._outage_since:
+                return
             self._timeouts = 0
             if self._in_outage:
                 self._in_outage = False
                 self._down_until = 0.0
-                log.warning("L2 %s is back", self.backend.name)
+                log.info("L2 %s is back", self.backend.name)
+
+    def _admit(self) -> bool:
+        """Whether an operation may reach the store now; during an outage, one probe per interval."""
+        with self._lock:
+            now = time.monotonic()
+            if now < self._down_until:
+                return False
+            if self._in_outage:
+                self._down_until = now + self._retry_interval
+            return True
 
     def _timed_out(self) -> None:
         with self._lock:
@@ -147,12 +175,14 @@ class L2Client:
 
     def submit(self, op: str, fn: Callable[[], T], fallback: T, timeout_s: float) -> Pending[T]:
         """Run `fn` on an L2 worker; `fallback` stands for its result on failure or timeout."""
-        if not self.available:
+        if not self._admit():
             if op == "put":
                 self._metrics.skipped_write("l2_unavailable")
             return resolved(fallback)
+        deadline = time.monotonic() + timeout_s
 
         def run() -> T:
+            started = time.monotonic()
             start = time.perf_counter()
             try:
                 with span(f"l2_{op}", "l2"):
@@ -161,10 +191,11 @@ class L2Client:
                 self._failed(exc)
                 return fallback
             self._metrics.latency("l2", op, time.perf_counter() - start)
-            self._succeeded()
+            if time.monotonic() <= deadline:
+                self._succeeded(started)
             return value
 
-        return Pending(self._pool.submit(run), time.monotonic() + timeout_s, fallback, self._timed_out)
+        return Pending(self._pool.submit(run), deadline, fallback, self._timed_out)
 
     def _batched(self, keys: Sequence[str], call: Callable[[Sequence[str]], list]) -> list:
         out: list = []

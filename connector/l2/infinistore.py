@@ -7,15 +7,22 @@ this project has. The unit tests drive this class through a stand-in client with
 buffer handling and error mapping are covered; the transport itself is not.
 
 TCP moves each chunk with one call. RDMA registers a staging buffer once per operation and moves the
-whole batch in one asynchronous call (InfiniStore's RDMA API is asyncio-based, so each batch runs
-its own short event loop in the calling L2 worker thread).
+whole batch in one asynchronous call. InfiniStore's RDMA API is asyncio-based: the coroutine runs
+through `infinistore.run` where the client has it (newer clients bind a connection made with the
+synchronous `connect()` to their own background loop, and refuse coroutines on any other loop),
+else on a short `asyncio.run` loop in the calling L2 worker thread.
+
+A key the server does not hold (InfiniStore raises `InfiniStoreKeyNotFound`, e.g. after its own
+eviction between our existence check and the read) is a miss, not an outage. The connection is made
+by one thread at a time: L2 workers share it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,11 +52,27 @@ def _default_connection(config: CacheConfig) -> Any:
     return infinistore.InfinityConnection(client_config)
 
 
+def _default_runner() -> Callable[[Awaitable[Any]], Any]:
+    try:
+        import infinistore
+    except ImportError:
+        return asyncio.run  # type: ignore[return-value]
+    return getattr(infinistore, "run", asyncio.run)
+
+
+def _is_key_not_found(exc: BaseException) -> bool:
+    return any(cls.__name__ == "InfiniStoreKeyNotFound" for cls in type(exc).__mro__)
+
+
 class InfiniStoreBackend(L2Backend):
     name = "INFINISTORE"
 
     def __init__(
-        self, config: CacheConfig, *, connection_factory: Callable[[CacheConfig], Any] | None = None
+        self,
+        config: CacheConfig,
+        *,
+        connection_factory: Callable[[CacheConfig], Any] | None = None,
+        run_coroutine: Callable[[Awaitable[Any]], Any] | None = None,
     ) -> None:
         self._rdma = config.infinistore_connection_type == "RDMA"
         # RDMA reads need the value size up front; the tiered cache sets it (all chunks of one
@@ -57,21 +80,26 @@ class InfiniStoreBackend(L2Backend):
         self.value_size_hint = 0
         self._config = config
         self._factory = connection_factory or _default_connection
+        if run_coroutine is None:
+            run_coroutine = asyncio.run if connection_factory is not None else _default_runner()  # type: ignore[assignment]
+        self._run_coroutine = run_coroutine
         self._conn: Any = None
+        self._connect_lock = threading.Lock()
 
     def _connected(self) -> Any:
         """The live connection, (re)connecting first; a failed connect is an outage, not a crash."""
-        if self._conn is None:
-            try:
-                conn = self._factory(self._config)
-                conn.connect()
-            except L2Error:
-                raise
-            except Exception as exc:
-                where = f"{self._config.infinistore_host_addr}:{self._config.infinistore_service_port}"
-                raise L2Error(f"infinistore connect {where}: {exc}", "connection") from exc
-            self._conn = conn
-        return self._conn
+        with self._connect_lock:
+            if self._conn is None:
+                try:
+                    conn = self._factory(self._config)
+                    conn.connect()
+                except L2Error:
+                    raise
+                except Exception as exc:
+                    where = f"{self._config.infinistore_host_addr}:{self._config.infinistore_service_port}"
+                    raise L2Error(f"infinistore connect {where}: {exc}", "connection") from exc
+                self._conn = conn
+            return self._conn
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
         self._connected()
@@ -80,6 +108,8 @@ class InfiniStoreBackend(L2Backend):
         except L2Error:
             raise
         except Exception as exc:
+            if _is_key_not_found(exc):
+                raise
             self._conn = None
             raise L2Error(f"infinistore {what}: {exc}", "connection") from exc
 
@@ -98,7 +128,12 @@ class InfiniStoreBackend(L2Backend):
     def _tcp_get(self, keys: list[str]) -> list[Buffer | None]:
         out: list[Buffer | None] = []
         for key in keys:
-            array = self._call("tcp_read_cache", lambda k=key: self._conn.tcp_read_cache(k))
+            try:
+                array = self._call("tcp_read_cache", lambda k=key: self._conn.tcp_read_cache(k))
+            except Exception as exc:
+                if not _is_key_not_found(exc):
+                    raise
+                array = None
             out.append(None if array is None else np.asarray(array, dtype=np.uint8).tobytes())
         return out
 
@@ -110,7 +145,15 @@ class InfiniStoreBackend(L2Backend):
         ptr = staging.ctypes.data
         self._call("register_mr", lambda: self._conn.register_mr(ptr, staging.nbytes))
         blocks = [(key, i * size) for i, key in enumerate(keys)]
-        self._call("rdma_read", lambda: asyncio.run(self._conn.rdma_read_cache_async(blocks, size, ptr)))
+        try:
+            self._call(
+                "rdma_read", lambda: self._run_coroutine(self._conn.rdma_read_cache_async(blocks, size, ptr))
+            )
+        except Exception as exc:
+            if not _is_key_not_found(exc):
+                raise
+            # Some key of the batch is gone: read the rest one by one rather than lose them all.
+            return self._tcp_get(keys)
         return [staging[i * size : (i + 1) * size].tobytes() for i in range(len(keys))]
 
     def put(self, items: Sequence[tuple[str, Buffer]]) -> None:
@@ -124,7 +167,8 @@ class InfiniStoreBackend(L2Backend):
                 self._call("register_mr", lambda: self._conn.register_mr(ptr, staging.nbytes))
                 blocks = [(key, i * size) for i, (key, _) in enumerate(items)]
                 self._call(
-                    "rdma_write", lambda: asyncio.run(self._conn.rdma_write_cache_async(blocks, size, ptr))
+                    "rdma_write",
+                    lambda: self._run_coroutine(self._conn.rdma_write_cache_async(blocks, size, ptr)),
                 )
                 return
         for key, value in items:
