@@ -47,6 +47,8 @@ L1 = "l1"
 L2 = "l2"
 _KNOWN_IN_L2_MAX = 1 << 16
 AUTO_INFLIGHT_CHUNKS = 64
+_STAGING_KEEP = 2
+"""Idle staging buffers kept for L1-less saves; more in flight at once are allocated and dropped."""
 """In-flight L2 write bound, in chunks, when L2_CACHE_INGESTION_MAX_INFLIGHT_TOKENS is 0."""
 
 
@@ -126,6 +128,8 @@ class TieredCache:
         )
         self._header_tag = header_tag
         self._lock = threading.Lock()
+        self._writes_idle = threading.Condition(self._lock)
+        self._staging: list[torch.Tensor] = []
 
     # ---- lookup -------------------------------------------------------------------------------
 
@@ -323,9 +327,26 @@ class TieredCache:
     def _save_l2_only(self, key: str, fill: Fill, tokens: Sequence[int] | None) -> bool:
         if self.l2 is None or self._is_known_in_l2(key):
             return False
-        buffer = torch.empty(self.layout.total, dtype=torch.uint8)
-        self._fill(buffer, fill, tokens)
-        return self._write_to_l2(key, buffer, release=None)
+        buffer = self._take_staging()
+        try:
+            self._fill(buffer, fill, tokens)
+        except BaseException:
+            self._give_staging(buffer)
+            raise
+        return self._write_to_l2(key, buffer, release=lambda: self._give_staging(buffer))
+
+    def _take_staging(self) -> torch.Tensor:
+        """A chunk-sized buffer for an L1-less save: reused, because a fresh large allocation is
+        mapped anew by the allocator and page-faulting it costs several times the copy itself."""
+        with self._lock:
+            if self._staging:
+                return self._staging.pop()
+        return torch.empty(self.layout.total, dtype=torch.uint8)
+
+    def _give_staging(self, buffer: torch.Tensor) -> None:
+        with self._lock:
+            if len(self._staging) < _STAGING_KEEP:
+                self._staging.append(buffer)
 
     def _on_l1_evict(self, key: str, data: torch.Tensor) -> None:
         self.metrics.evicted(L1)
@@ -353,12 +374,14 @@ class TieredCache:
         assert self.l2 is not None
         tokens = self.config.chunk_size
         with self._lock:
-            if self._inflight_tokens + tokens > self._inflight_bound:
-                self.metrics.skipped_write("inflight_full")
-                if release:
-                    release()
-                return False
-            self._inflight_tokens += tokens
+            full = self._inflight_tokens + tokens > self._inflight_bound
+            if not full:
+                self._inflight_tokens += tokens
+        if full:
+            self.metrics.skipped_write("inflight_full")
+            if release:
+                release()  # outside the lock: a release may need it (staging buffers)
+            return False
         client = self.l2
         start = time.perf_counter()
         stored_key = self._header_key(key)
@@ -376,6 +399,8 @@ class TieredCache:
                 release()
             with self._lock:
                 self._inflight_tokens -= tokens
+                if self._inflight_tokens == 0:
+                    self._writes_idle.notify_all()
             if outcome == "written":
                 self.metrics.saved(L2, self.layout.payload_len)
                 self.metrics.latency(L2, "save", time.perf_counter() - start)
@@ -387,12 +412,8 @@ class TieredCache:
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait (bounded) until asynchronous L2 writes have finished."""
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            with self._lock:
-                if self._inflight_tokens == 0:
-                    return
-            time.sleep(0.005)
+        with self._writes_idle:
+            self._writes_idle.wait_for(lambda: self._inflight_tokens == 0, timeout=timeout_s)
 
     # ---- bookkeeping --------------------------------------------------------------------------
 

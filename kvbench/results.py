@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -207,8 +208,6 @@ def environment() -> dict[str, Any]:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             continue
-    import os
-
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),

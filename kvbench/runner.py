@@ -10,6 +10,7 @@ and writes the results of the configurations finished so far before re-raising.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,17 +43,17 @@ def default_out_dir(scenario: Scenario, root: Path = Path("results")) -> Path:
 async def drive(
     plan: Plan,
     client: StreamingClient,
+    out: list[tuple[PlannedRequest, RequestResult]],
     *,
     on_result: ProgressFn | None = None,
-) -> tuple[list[tuple[PlannedRequest, RequestResult]], float]:
-    """Send the plan's measured requests; returns (request, result) pairs and the wall time taken.
+) -> float:
+    """Send the plan's measured requests, appending (request, result) pairs to `out`; returns the wall time.
 
     Sessions start at their `start_s`; a session's requests go one after another with think time in
     between; at most `plan.concurrency` requests are in flight. No request starts after
     `plan.duration_s` or beyond `plan.max_requests`; in-flight ones finish (bounded by the timeout).
     """
     sem = asyncio.Semaphore(plan.concurrency) if plan.concurrency else None
-    out: list[tuple[PlannedRequest, RequestResult]] = []
     issued = 0
     t0 = time.perf_counter()
 
@@ -85,17 +86,22 @@ async def drive(
             await one(req)
 
     await asyncio.gather(*(session(s) for s in plan.sessions))
-    return out, time.perf_counter() - t0
+    return time.perf_counter() - t0
 
 
-async def send_all(reqs: Sequence[PlannedRequest], client: StreamingClient, concurrency: int | None) -> list:
+async def send_all(
+    reqs: Sequence[PlannedRequest],
+    client: StreamingClient,
+    concurrency: int | None,
+    out: list[tuple[PlannedRequest, RequestResult]],
+) -> None:
     sem = asyncio.Semaphore(concurrency or 1)
 
-    async def one(r: PlannedRequest) -> tuple[PlannedRequest, RequestResult]:
+    async def one(r: PlannedRequest) -> None:
         async with sem:
-            return r, await client.send(r)
+            out.append((r, await client.send(r)))
 
-    return list(await asyncio.gather(*(one(r) for r in reqs)))
+    await asyncio.gather(*(one(r) for r in reqs))
 
 
 @dataclass
@@ -117,9 +123,12 @@ class _Profiler:
 
     def __enter__(self) -> _Profiler:
         if self.url is None:
-            from profiling.capture import start_local_collector
+            from profiling.capture import CollectorError, start_local_collector
 
-            self._collector = start_local_collector(self.out / "collector")
+            try:
+                self._collector = start_local_collector(self.out / "collector")
+            except (CollectorError, OSError) as exc:
+                raise UserError(f"profiling: cannot start the local collector: {exc}") from None
             self.url = self._collector.url
         return self
 
@@ -179,18 +188,19 @@ def run_scenario(scenario: Scenario, scenario_file: Path, opts: RunOptions) -> d
     results: list[ConfigResult] = []
     interrupted = False
     try:
+        prof_cm: contextlib.AbstractContextManager[_Profiler | None] = contextlib.nullcontext(None)
         if spec is not None:
-            with _Profiler(spec, out / "profiles") as prof:
-                for cfg in configs:
-                    results.append(_run_config(target, cfg, plan, scenario.workload.request, headers, rows,
-                                               console, redactor, prof))  # fmt: skip
-        else:
+            prof_cm = _Profiler(spec, out / "profiles")
+        with prof_cm as prof:
             for cfg in configs:
                 results.append(
                     _run_config(
-                        target, cfg, plan, scenario.workload.request, headers, rows, console, redactor, None
+                        target, cfg, plan, scenario.workload.request, headers, rows, console, redactor, prof
                     )
                 )
+    except Interrupted as exc:
+        results.append(exc.result)
+        interrupted = True
     except KeyboardInterrupt:
         interrupted = True
     frame = rows_frame(rows)
@@ -247,36 +257,59 @@ def _run_config(
     result = ConfigResult(cfg.name, cfg.connector_enabled, cfg.description, started_unix=time.time())
     console.print(f"[bold cyan]{cfg.name}[/]: starting target", markup=True)
     extra_env = prof.env() if prof is not None else None
+    pairs: list[tuple[PlannedRequest, RequestResult]] = []
     try:
         with target.open_config(cfg, extra_env) as ep:
             result.notes.extend(ep.notes)
             t_start = time.time()
-            pairs, duration, cache = asyncio.run(
-                _measure(ep, plan, ropts, {**headers, **ep.headers}, console, cfg)
+            duration, cache = asyncio.run(
+                _measure(ep, plan, ropts, {**headers, **ep.headers}, console, cfg, pairs)
             )
             t_end = time.time()
-            result.duration_s = duration
-            result.cache = cache
-            if cache.error:
-                result.notes.append(f"metrics: {cache.error}")
-            t0 = min((r.sent for _, r in pairs), default=0.0)
-            for req, res in pairs:
-                if res.error:
-                    res.error = redactor.text(res.error)
-                rows.append(record_row(cfg.name, req, res, t0))
-            if prof is not None:
-                try:
-                    share, note = prof.report(cfg.name, t_start, t_end)
-                    result.connector_cpu_share = share
-                    result.notes.append(note)
-                except Exception as exc:  # profiling is optional: it must not lose a run
-                    result.notes.append(f"profiling failed: {type(exc).__name__}: {exc}")
     except UserError as exc:
-        result.notes.append(f"target failed: {redactor.text(str(exc))}")
-        console.print(
-            f"[red]{cfg.name}: target failed: {redactor.text(str(exc))}[/]", markup=True, highlight=False
-        )
+        msg = redactor.text(str(exc))
+        result.notes.append(f"target failed: {msg}")
+        console.print(f"[red]{cfg.name}: target failed: {msg}[/]", markup=True, highlight=False)
+        return result
+    except KeyboardInterrupt:
+        result.notes.append("interrupted: figures cover the requests finished before Ctrl-C")
+        _add_rows(rows, cfg, pairs, redactor)
+        raise Interrupted(result) from None
+    result.duration_s = duration
+    result.cache = cache
+    if cache.error:
+        result.notes.append(f"metrics: {cache.error}")
+    _add_rows(rows, cfg, pairs, redactor)
+    # After the engine stopped: its profiler flushes the last samples at shutdown.
+    if prof is not None:
+        try:
+            share, note = prof.report(cfg.name, t_start, t_end)
+            result.connector_cpu_share = share
+            result.notes.append(note)
+        except Exception as exc:  # profiling is optional: it must not lose a run
+            result.notes.append(f"profiling failed: {type(exc).__name__}: {exc}")
     return result
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a configuration, carrying what that configuration finished."""
+
+    def __init__(self, result: ConfigResult) -> None:
+        super().__init__(result.name)
+        self.result = result
+
+
+def _add_rows(
+    rows: list[dict[str, Any]],
+    cfg: CacheConfig,
+    pairs: list[tuple[PlannedRequest, RequestResult]],
+    redactor: Redactor,
+) -> None:
+    t0 = min((r.sent for _, r in pairs), default=0.0)
+    for req, res in pairs:
+        if res.error:
+            res.error = redactor.text(res.error)
+        rows.append(record_row(cfg.name, req, res, t0))
 
 
 async def _measure(
@@ -286,7 +319,10 @@ async def _measure(
     headers: Mapping[str, str],
     console: Console,
     cfg: CacheConfig,
-) -> tuple[list[tuple[PlannedRequest, RequestResult]], float, promscrape.CacheFigures]:
+    sink: list[tuple[PlannedRequest, RequestResult]],
+) -> tuple[float, promscrape.CacheFigures]:
+    """Warm-up, scrape, measured requests, scrape; (request, result) pairs are appended to `sink`
+    as they finish, so an interrupted configuration keeps what it completed."""
     limits = httpx.Limits(max_connections=max(16, (plan.concurrency or 64) * 2))
     async with httpx.AsyncClient(trust_env=ep.trust_env, limits=limits) as http:
         client = StreamingClient(
@@ -301,9 +337,8 @@ async def _measure(
             record_headers=ropts.record_headers,
             timeout_s=ropts.timeout_s,
         )
-        warm: list[tuple[PlannedRequest, RequestResult]] = []
         if plan.warmup:
-            warm = await send_all(plan.warmup, client, plan.concurrency)
+            await send_all(plan.warmup, client, plan.concurrency, sink)
         before = await asyncio.to_thread(promscrape.scrape, ep.metrics_urls, headers=headers)
         errors = 0
         with Progress(
@@ -322,7 +357,6 @@ async def _measure(
                 errors += 0 if res.ok else 1
                 progress.update(task, advance=1, errors=errors)
 
-            pairs, duration = await drive(plan, client, on_result=on_result)
+            duration = await drive(plan, client, sink, on_result=on_result)
         after = await asyncio.to_thread(promscrape.scrape, ep.metrics_urls, headers=headers)
-    figures = promscrape.cache_figures(before, after)
-    return warm + pairs, duration, figures
+    return duration, promscrape.cache_figures(before, after)

@@ -62,9 +62,7 @@ def toggle_mode(scenario: Scenario) -> str:
     return "fresh engine per configuration"
 
 
-def connector_env(
-    cfg: CacheConfig, base_env: Mapping[str, str], workdir: Path
-) -> tuple[dict[str, str], list[str]]:
+def connector_env(cfg: CacheConfig, base_env: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
     """The env overlay for `cfg`, and the local services it needs (`redis`, `fs`) that are not given."""
     env = {**base_env, **cfg.env}
     needs = []
@@ -246,7 +244,7 @@ class Target:
             with self._url(spec, cfg) as ep:
                 yield ep
             return
-        env, needs = connector_env(cfg, spec.env, work)
+        env, needs = connector_env(cfg, spec.env)
         env.update(extra_env or {})
         with _local_services(needs, env, work) as notes:
             self.redactor.add_mapping(env)

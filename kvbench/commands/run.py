@@ -33,13 +33,23 @@ def run(
         bool | None, typer.Option("--profile/--no-profile", help="Collect engine profiles per configuration.")
     ] = None,
 ) -> None:
-    """Run a scenario: every configuration against a fresh target; tables, records, plots, summary.json."""
+    """Run a scenario: every configuration against a fresh target; tables, records, plots, summary.json.
+
+    Exit 0 when every configuration ran (request errors are counted, not fatal), 1 when a
+    configuration's target failed to start, 2 on bad input, 130 on Ctrl-C (partial results kept).
+    """
     from kvbench.runner import RunOptions, default_out_dir, run_scenario
     from kvbench.scenario import load_scenario
 
     sc = load_scenario(scenario)
     out_dir = out if out is not None else default_out_dir(sc)
-    run_scenario(sc, scenario, RunOptions(out_dir=out_dir, profile=profile, only=config, console=_console))
+    summary = run_scenario(
+        sc, scenario, RunOptions(out_dir=out_dir, profile=profile, only=config, console=_console)
+    )
+    failed = [c["name"] for c in summary["configs"] if any(n.startswith("target failed") for n in c["notes"])]
+    if failed:
+        _console.print(f"[red]target failed to start for: {', '.join(failed)} (see logs/ in {out_dir})[/]")
+        raise typer.Exit(1)
 
 
 def validate(file: Annotated[Path, typer.Argument(help="Scenario YAML file.")]) -> None:

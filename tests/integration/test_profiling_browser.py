@@ -74,7 +74,20 @@ def collector(tmp_path_factory):
     try:
         start = time.time() - 1
         subprocess.run(
-            [sys.executable, str(WORKLOAD), "--server", handle.url, "--service", SERVICE, "--seconds", "4"],
+            [
+                sys.executable,
+                str(WORKLOAD),
+                "--server",
+                handle.url,
+                "--service",
+                SERVICE,
+                "--seconds",
+                "4",
+                "--scale",
+                "10",
+                "--gap-s",
+                "0.05",
+            ],
             check=True,
             timeout=90,
             capture_output=True,

@@ -15,7 +15,7 @@ import torch
 
 from connector.chunk import HEADER_BYTES
 from connector.config import CacheConfig
-from connector.l2.base import Buffer, L2Backend, L2Error
+from connector.l2.base import Buffer, L2Backend
 
 CHUNK = 16
 PAYLOAD = 1024
@@ -72,6 +72,7 @@ class Wrapped(L2Backend):
         self.gate: threading.Event | None = None
         self.gated_ops: set[str] = set()
         self.entered = threading.Semaphore(0)
+        self.finished = threading.Semaphore(0)  # released when an exists/get returns
         self._lock = threading.Lock()
 
     def _enter(self, op: str) -> None:
@@ -85,11 +86,15 @@ class Wrapped(L2Backend):
 
     def exists(self, keys: Sequence[str]) -> list[bool]:
         self._enter("exists")
-        return self.inner.exists(keys)
+        found = self.inner.exists(keys)
+        self.finished.release()
+        return found
 
     def get(self, keys: Sequence[str]) -> list[Buffer | None]:
         self._enter("get")
-        return self.inner.get(keys)
+        values = self.inner.get(keys)
+        self.finished.release()
+        return values
 
     def put(self, items: Sequence[tuple[str, Buffer]]) -> None:
         self._enter("put")

@@ -45,7 +45,8 @@ def test_trailing_bytes_are_rejected() -> None:
 
 
 @pytest.mark.parametrize(
-    "offset", [HEADER_BYTES, HEADER_BYTES + 500, LAYOUT.tokens_start - 1, LAYOUT.tokens_start, LAYOUT.total - 1]
+    "offset",
+    [HEADER_BYTES, HEADER_BYTES + 500, LAYOUT.tokens_start - 1, LAYOUT.tokens_start, LAYOUT.total - 1],
 )
 def test_one_flipped_byte_in_payload_or_tokens_is_rejected(offset: int) -> None:
     buf = _chunk()

@@ -8,11 +8,22 @@ from pathlib import Path
 
 import pytest
 import torch
-from kvtest_helpers import CHUNK, PAYLOAD, Collect, Wrapped, config, fill_for, keys, l1_gb, pattern, run_bounded
+from kvtest_helpers import (
+    CHUNK,
+    PAYLOAD,
+    Collect,
+    Wrapped,
+    config,
+    fill_for,
+    keys,
+    l1_gb,
+    pattern,
+    run_bounded,
+)
 
 from connector.l2.base import L2Error
 from connector.l2.fs import FSBackend
-from connector.tiered import TieredCache
+from connector.tiered import LookupResult, TieredCache
 
 
 def _fs(root: Path) -> FSBackend:
@@ -20,7 +31,9 @@ def _fs(root: Path) -> FSBackend:
 
 
 def _cache(root: Path | None, *, slots: int = 8, backend=None, **settings) -> TieredCache:
-    settings.setdefault("L1_CACHE_CAPACITY_GB", l1_gb(slots, tokens=bool(settings.get("TOKEN_VALIDATION_ENABLED"))))
+    settings.setdefault(
+        "L1_CACHE_CAPACITY_GB", l1_gb(slots, tokens=bool(settings.get("TOKEN_VALIDATION_ENABLED")))
+    )
     if backend is None and root is not None:
         backend = _fs(root)
     return TieredCache(config(**settings), PAYLOAD, l2=backend)
@@ -58,7 +71,7 @@ def test_l1_only_round_trip(tmp_path: Path) -> None:
     for k in ks:
         assert cache.save(k, fill_for(k))
     assert not cache.save(ks[0], fill_for("other")), "already cached"
-    assert cache.lookup(ks + ["absent"]).l1 == 3
+    assert cache.lookup([*ks, "absent"]).l1 == 3
     assert _load(cache, ks) == ((3, 0), _expected(ks))
 
 
@@ -102,7 +115,7 @@ def test_mixed_tiers_in_one_run(tmp_path: Path) -> None:
     reader = _cache(tmp_path)
     reader.save(ks[0], fill_for(ks[0]))
     reader.save(ks[2], fill_for(ks[2]))
-    assert reader.lookup(ks) == type(reader.lookup(ks))(l1=2, l2=2) or reader.lookup(ks).total == 4
+    assert reader.lookup(ks) == LookupResult(l1=2, l2=2)
     (l1, l2), got = _load(reader, ks)
     assert (l1, l2) == (2, 2) and got == _expected(ks)
 
@@ -247,6 +260,26 @@ def test_inflight_bound_skips_and_counts_without_blocking(tmp_path: Path) -> Non
     assert _fs(tmp_path).exists([k]) == [True]
 
 
+def test_inflight_bound_without_l1_skips_without_blocking(tmp_path: Path) -> None:
+    """With L1 off a save stages the chunk itself; a skipped write must hand that buffer back."""
+    backend = Wrapped(_fs(tmp_path))
+    backend.gate, backend.gated_ops = threading.Event(), {"put"}
+    cache = _cache(None, backend=backend, L1_CACHE_ENABLED=0, L2_CACHE_INGESTION_MAX_INFLIGHT_TOKENS=CHUNK)
+    ks = keys(3)
+    try:
+        assert run_bounded(lambda: cache.save(ks[0], fill_for(ks[0])), 10.0)
+        assert backend.entered.acquire(timeout=10)
+        assert run_bounded(lambda: cache.save(ks[1], fill_for(ks[1])), 10.0) is False
+        assert cache.metrics.totals()["skipped_writes.inflight_full"] == 1
+    finally:
+        backend.gate.set()
+    cache.flush()
+    assert run_bounded(lambda: cache.save(ks[2], fill_for(ks[2])), 10.0)
+    cache.flush()
+    assert _fs(tmp_path).exists(ks) == [True, False, True]
+    assert _load(cache, [ks[2]]) == ((0, 1), _expected([ks[2]]))
+
+
 def test_slots_pinned_by_l2_writes_are_released(tmp_path: Path) -> None:
     """While a write is queued its L1 slot is pinned; after it, and after a refused write, it is not."""
     backend = Wrapped(_fs(tmp_path))
@@ -341,7 +374,9 @@ def test_tokens_are_ignored_without_token_validation(tmp_path: Path) -> None:
 
 def test_chunk_from_another_layout_is_rejected(tmp_path: Path) -> None:
     _write_one(tmp_path, keys(1)[0])
-    bigger = TieredCache(config(L1_CACHE_CAPACITY_GB=l1_gb(4, payload=2 * PAYLOAD)), 2 * PAYLOAD, l2=_fs(tmp_path))
+    bigger = TieredCache(
+        config(L1_CACHE_CAPACITY_GB=l1_gb(4, payload=2 * PAYLOAD)), 2 * PAYLOAD, l2=_fs(tmp_path)
+    )
     assert bigger.load(keys(1), Collect()).total == 0
     assert bigger.metrics.totals()["validation_failures"] == 1
 

@@ -7,15 +7,64 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from kvb_openai_stub import StubServer
 
-_WORDS = (
-    "cache prefix token engine layer block memory host remote store tier chunk model user answer "
-    "question system prompt history turn document reuse offload restore evict policy latency budget "
-    "window vector matrix tensor stream server client gateway router replica shard queue batch "
-    "schedule compute attention header value key index table record window forest river mountain"
-).split()
+_WORDS = [
+    "cache",
+    "prefix",
+    "token",
+    "engine",
+    "layer",
+    "block",
+    "memory",
+    "host",
+    "remote",
+    "store",
+    "tier",
+    "chunk",
+    "model",
+    "user",
+    "answer",
+    "question",
+    "system",
+    "prompt",
+    "history",
+    "turn",
+    "document",
+    "reuse",
+    "offload",
+    "restore",
+    "evict",
+    "policy",
+    "latency",
+    "budget",
+    "window",
+    "vector",
+    "matrix",
+    "tensor",
+    "stream",
+    "server",
+    "client",
+    "gateway",
+    "router",
+    "replica",
+    "shard",
+    "queue",
+    "batch",
+    "schedule",
+    "compute",
+    "attention",
+    "header",
+    "value",
+    "key",
+    "index",
+    "table",
+    "record",
+    "window",
+    "forest",
+    "river",
+    "mountain",
+]
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,7 @@ def _summary(l1_ratio: float, l1_hit: float | None, ttft: float = 100.0) -> dict
                     "ttft_later_p50_ratio": l1_ratio,
                     "l1_hit_rate": l1_hit,
                 },
-            },  # fmt: skip
+            },
         ],
     }
 
@@ -93,7 +93,17 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     assert isinstance(unknown.exception, UserError) and "unknown figure" in str(unknown.exception)
 
 
-@pytest.mark.parametrize("case", ["missing", "notjson", "wrongschema", "badbound"])
+def test_load_summary_rejects_bad_files(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(UserError, match="not a JSON summary"):
+        load_summary(bad)
+    bad.write_text(json.dumps({"schema": "other"}))
+    with pytest.raises(UserError, match="not a kvbench summary"):
+        load_summary(bad)
+
+
+@pytest.mark.parametrize("case", ["missing", "wrongschema", "badbound"])
 def test_bad_input_exits_2_without_traceback(tmp_path: Path, case: str) -> None:
     base = _write(tmp_path, "base", _summary(0.5, 0.6))
     other = tmp_path / "other.json"

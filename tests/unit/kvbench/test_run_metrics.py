@@ -101,7 +101,7 @@ def test_figures_exclude_warmup_and_count_errors() -> None:
             _row("a", 3, 40.0),
             _row("a", 1, 999.0, warmup=True),
             _row("a", 2, None, err="HTTP 500: x"),
-        ]  # fmt: skip
+        ]
     )
     cfg = ConfigResult("a", True, duration_s=2.0, cache=CacheFigures(lookup_tokens=100, l1_hit_tokens=50))
     fig = config_figures(rows, cfg)

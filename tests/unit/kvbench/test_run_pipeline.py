@@ -4,7 +4,11 @@
 from __future__ import annotations
 
 import json
+import signal
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -15,10 +19,12 @@ from typer.testing import CliRunner
 from kvbench.cli import app
 from kvbench.redact import Redactor
 from kvbench.scenario import KubernetesStep, load_scenario
+from kvbench.servers import free_port
 from kvbench.targets import Target, kubectl_argv
 
 TOKEN = "sk-live-0123456789abcdef"
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[2]
 
 
 def _scenario(tmp_path: Path, target: str, configs: str = "configs:\n  - name: baseline\n") -> Path:
@@ -154,13 +160,16 @@ def test_failed_target_start_is_a_note_and_the_run_goes_on(tokenizer_path: Path,
   model: m
   tokenizer: {tokenizer_path}
   startup_timeout_s: 20"""
-    sc = _scenario(tmp_path, target)
+    sc = _scenario(tmp_path, target, "configs:\n  - name: baseline\n  - name: again\n")
     out = tmp_path / "out"
     res = CliRunner().invoke(app, ["run", str(sc), "--out", str(out)])
-    assert res.exit_code == 0, res.output
-    (cfg,) = json.loads((out / "summary.json").read_text())["configs"]
-    assert cfg["metrics"]["requests"] == 0
-    assert any(n.startswith("target failed") for n in cfg["notes"])
+    assert res.exit_code == 1, res.output
+    assert "target failed to start for: baseline, again" in res.output
+    configs = json.loads((out / "summary.json").read_text())["configs"]
+    assert [c["name"] for c in configs] == ["baseline", "again"]
+    for cfg in configs:
+        assert cfg["metrics"]["requests"] == 0
+        assert any(n.startswith("target failed") and "exit" in n.lower() for n in cfg["notes"]), cfg["notes"]
 
 
 def test_kubectl_argv() -> None:
@@ -202,3 +211,86 @@ workload: {{kind: multi_turn, users: 1, turns: 1, question_tokens: 3, answer_tok
         "AIBRIX_KV_CACHE_OL_L1_CACHE_ENABLED-",
     ]
     assert sum("rollout" in a for a in issued) == 2
+
+
+def test_profiling_failure_is_a_note_not_a_failed_run(
+    stub_server: StubServer, tokenizer_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STUB_TOKEN", TOKEN)
+    sc = _scenario(tmp_path, _url_target(stub_server.base_url, tokenizer_path))
+    sc.write_text(sc.read_text() + "profiling: {url: 'http://127.0.0.1:9'}\n")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(app, ["run", str(sc), "--out", str(out)])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    (cfg,) = json.loads((out / "summary.json").read_text())["configs"]
+    assert cfg["metrics"]["ok"] == 9
+    assert any(n.startswith("profiling failed") for n in cfg["notes"]), cfg["notes"]
+    assert "connector_cpu_share" not in cfg["metrics"]
+
+
+def test_ctrl_c_stops_the_target_and_keeps_partial_results(tokenizer_path: Path, tmp_path: Path) -> None:
+    port = free_port()
+    stub = HERE / "kvb_openai_stub.py"
+    target = f"""target:
+  kind: command
+  command: ["{sys.executable}", "{stub}", "{{port}}"]
+  port: {port}
+  model: m
+  tokenizer: {tokenizer_path}"""
+    sc = _scenario(tmp_path, target)
+    sc.write_text(sc.read_text().replace("turns: 3", "turns: 200") + "  think_time_s: 0.05\n")
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kvbench", "run", str(sc), "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not _listening(port):
+            assert time.monotonic() < deadline and proc.poll() is None, "target never came up"
+            time.sleep(0.1)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output
+    assert not _listening(port)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True
+    assert len(pd.read_parquet(out / "requests.parquet")) > 0
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_connector_env_starts_what_l2_needs() -> None:
+    from kvbench.scenario import CacheConfig
+    from kvbench.targets import connector_env, kv_transfer_config
+
+    redis = CacheConfig(name="r", env={"AIBRIX_KV_CACHE_OL_L2_CACHE_BACKEND": "REDIS"})
+    given = CacheConfig(name="g", env={"AIBRIX_KV_CACHE_OL_L2_CACHE_BACKEND": "redis",
+                                       "AIBRIX_KV_CACHE_OL_REDIS_URL": "redis://h:1/0"})  # fmt: skip
+    fs = CacheConfig(name="f", env={"AIBRIX_KV_CACHE_OL_L2_CACHE_BACKEND": "FS"})
+    off = CacheConfig(name="o", connector=False, env={"AIBRIX_KV_CACHE_OL_L2_CACHE_BACKEND": "REDIS"})
+    assert connector_env(redis, {"A": "1"}) == (
+        {"A": "1", "AIBRIX_KV_CACHE_OL_L2_CACHE_BACKEND": "REDIS"},
+        ["redis"],
+    )
+    assert connector_env(given, {})[1] == []
+    assert connector_env(fs, {})[1] == ["fs"]
+    assert connector_env(off, {})[1] == []
+    assert kv_transfer_config(off) is None
+    assert kv_transfer_config(CacheConfig(name="baseline")) is None
+    assert kv_transfer_config(redis) == {
+        "kv_connector": "TieredOffloadConnector",
+        "kv_connector_module_path": "connector.vllm",
+        "kv_role": "kv_both",
+    }

@@ -98,7 +98,7 @@ def test_semantic_checks(tmp_path: Path) -> None:
         f"name: g\ntarget:\n  kind: url\n  base_url: http://127.0.0.1:1\n  model: m\n  tokenizer: {tok}\n"
         "configs:\n  - name: a\n  - name: b\n" + "workload:" + GOOD.split("workload:")[1]
     )
-    with pytest.raises(UserError, match="without target.kubernetes it runs exactly one config"):
+    with pytest.raises(UserError, match=r"without target\.kubernetes it runs exactly one config"):
         load_scenario(_write(tmp_path, url))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from pathlib import Path
@@ -76,7 +77,7 @@ def test_completions_prompt_is_exact_and_prefix_of_next_turn(synth: TextSynth) -
     for r in reqs:
         assert r.messages is None
         assert len(synth.tokenizer.encode(r.prompt)) == r.prompt_tokens
-    for prev, nxt in zip(reqs, reqs[1:], strict=False):
+    for prev, nxt in itertools.pairwise(reqs):
         assert nxt.prompt.startswith(prev.prompt)
 
 
@@ -95,7 +96,7 @@ def test_shared_prefix_groups_share_exact_documents(synth: TextSynth) -> None:
             suffix_tokens=10,
             output_tokens=5,
             request={"endpoint": "completions"},
-        )  # fmt: skip
+        )
     )
     plan = build_plan(w, synth, seed=2)
     reqs = plan.all_requests()
@@ -121,7 +122,7 @@ def test_shared_prefix_interleaved_order(synth: TextSynth) -> None:
             suffix_tokens=3,
             output_tokens=2,
             order="interleaved",
-        )  # fmt: skip
+        )
     )
     groups = [r.group for r in build_plan(w, synth, 0).all_requests()]
     assert groups == ["doc000", "doc001", "doc000", "doc001"]
@@ -132,7 +133,7 @@ def test_arrivals() -> None:
     assert arrival_times(Arrival(pattern="constant", rate_per_s=4), 3, rng) == [0.0, 0.25, 0.5]
     assert arrival_times(Arrival(pattern="closed"), 2, rng) == [0.0, 0.0]
     poisson = arrival_times(Arrival(pattern="poisson", rate_per_s=10), 2000, random.Random(1))
-    gaps = [b - a for a, b in zip(poisson, poisson[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(poisson)]
     assert all(g >= 0 for g in gaps)
     assert 0.08 < sum(gaps) / len(gaps) < 0.12
 
