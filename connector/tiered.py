@@ -122,6 +122,7 @@ class TieredCache:
                 l2, self.metrics, num_workers=config.l2_num_async_workers, op_batch=config.l2_op_batch
             )
         self._known_in_l2: OrderedDict[str, None] = OrderedDict()
+        self._outages_seen = 0
         self._inflight_tokens = 0
         self._inflight_bound = (
             config.l2_ingestion_max_inflight_tokens or AUTO_INFLIGHT_CHUNKS * config.chunk_size
@@ -215,6 +216,9 @@ class TieredCache:
                     with span("load", L2):
                         values = self.l2.get(missing, self._deadline(len(missing))).result()
                     from_l2 = {k: v for k, v in zip(missing, values, strict=True) if v is not None}
+                    for key in missing:
+                        if key not in from_l2:
+                            self._forget_l2(key)
                 l1 = l2 = 0
                 for index, (key, view) in enumerate(zip(keys, pinned, strict=True)):
                     expected = tokens[index] if tokens is not None else None
@@ -449,7 +453,12 @@ class TieredCache:
             self._known_in_l2.pop(key, None)
 
     def _is_known_in_l2(self, key: str) -> bool:
+        """Whether L2 is believed to hold `key`; the belief is dropped after an L2 outage, since a
+        restarted store (no persistence, eviction, TTL) may have lost everything."""
         with self._lock:
+            if self.l2 is not None and self.l2.outages != self._outages_seen:
+                self._outages_seen = self.l2.outages
+                self._known_in_l2.clear()
             return key in self._known_in_l2
 
     def close(self) -> None:

@@ -129,6 +129,8 @@ class L2Client:
         self._down_until = 0.0
         self._in_outage = False
         self._outage_since = 0.0
+        self.outages = 0
+        """How many outages began; a store that was unreachable may have lost what it held."""
         self._timeouts = 0
 
     @property
@@ -144,6 +146,7 @@ class L2Client:
                 if not self._in_outage:
                     self._in_outage = True
                     self._outage_since = time.monotonic()
+                    self.outages += 1
                     log.warning(
                         "L2 %s unavailable (%s); serving misses until it is back", self.backend.name, exc
                     )
