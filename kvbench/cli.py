@@ -27,7 +27,7 @@ app.add_typer(model.app, name="model")
 app.add_typer(profile.app, name="profile")
 run.register(app)
 
-_err = Console(stderr=True, highlight=False)
+_err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def main() -> None:

@@ -89,6 +89,8 @@ class VllmEngine(CommandProcess):
             "DO_NOT_TRACK": "1",
             "VLLM_CACHE_ROOT": str(cache / "vllm"),
             "VLLM_CPU_KVCACHE_SPACE": None,
+            # Pin the V1 model runner (the connector's tested path); vLLM picks V2 when triton is present.
+            "VLLM_USE_V2_MODEL_RUNNER": "0",
         }
         if self.kv_transfer_config is not None:
             child_env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "1"
