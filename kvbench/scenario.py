@@ -21,6 +21,8 @@ DEFAULT_KV_TRANSFER_CONFIG: dict[str, Any] = {
     "kv_connector": "TieredOffloadConnector",
     "kv_connector_module_path": "connector.vllm",
     "kv_role": "kv_both",
+    # A chunk the connector cannot deliver is recomputed instead of failing the request.
+    "kv_load_failure_policy": "recompute",
 }
 
 

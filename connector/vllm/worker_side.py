@@ -92,7 +92,10 @@ class WorkerSide:
             mover.scatter(chunk.block_ids, payload, chunk.skip_blocks)
 
         try:
-            result = self.cache.load(keys, sink, tokens)  # type: ignore[arg-type]
+            # The engine allocates and touches its tensors under inference mode, and L1 slabs made
+            # during a forward are inference tensors: every thread that writes them must be too.
+            with torch.inference_mode():
+                result = self.cache.load(keys, sink, tokens)  # type: ignore[arg-type]
             loaded = result.total
         except Exception:
             log.exception("load for request %s failed; its blocks will be recomputed", job.req_id)
@@ -132,9 +135,10 @@ class WorkerSide:
         mover = self.mover
         for chunk in plan.saves:
             try:
-                self.cache.save(
-                    self._key(chunk), lambda out, c=chunk: mover.gather(c.block_ids, out), chunk.token_ids
-                )
+                with torch.inference_mode():
+                    self.cache.save(
+                        self._key(chunk), lambda out, c=chunk: mover.gather(c.block_ids, out), chunk.token_ids
+                    )
             except Exception:
                 log.exception("saving a chunk failed; it will be recomputed when needed")
 

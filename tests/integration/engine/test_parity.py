@@ -119,3 +119,16 @@ def test_fs_l2_parity(reference, engine_factory, tmp_path: Path) -> None:
     assert metric(text, HIT_TOKENS, tier="l2") > 0
     assert metric(text, HIT_TOKENS, tier="l1") == 0
     assert any((tmp_path / "fs-l2").rglob("*.kvc"))
+
+
+def test_small_l1_promotes_l2_chunks(reference, engine_factory, redis_server) -> None:
+    """L1 far smaller than the history: chunks come back from Redis and are put into L1 by the
+    asynchronous load thread (this once failed on vLLM's inference-mode tensors)."""
+    _, ref_answers, _ = reference
+    env = _redis_env(redis_server.url, AIBRIX_KV_CACHE_OL_L1_CACHE_CAPACITY_GB="0.003")
+    engine = engine_factory(kv_cache_space_gib=SMALL_KV_GIB, kv_transfer_config=CONNECTOR, env=env)
+    _, answers = run_conversation(engine.base_url, engine.served_model_name)
+    assert answers == ref_answers
+    text = engine.metrics_text()
+    assert metric(text, HIT_TOKENS, tier="l2") > 0
+    assert metric(text, FAILED) == 0, "planned loads failed"
