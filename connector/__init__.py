@@ -2,20 +2,31 @@
 
 The cache core (`config`, `keys`, `chunk`, `l1`, `l2`, `tiered`, `metrics`, `profiling`) knows
 nothing about any engine. `connector.vllm` adapts it to vLLM V1's KV-connector API.
-Importing this package needs only torch, redis-py and prometheus-client.
+Importing this package needs only torch, redis-py and prometheus-client; the names below load on
+first use, so `connector.config` alone (the CLI reads it) does not pay for importing torch.
 """
 
-from connector.config import CacheConfig, ConfigError
-from connector.keys import KeyNamespace, chain_hashes, chunk_keys
-from connector.tiered import LoadResult, LookupResult, TieredCache
+from __future__ import annotations
 
-__all__ = [
-    "CacheConfig",
-    "ConfigError",
-    "KeyNamespace",
-    "LoadResult",
-    "LookupResult",
-    "TieredCache",
-    "chain_hashes",
-    "chunk_keys",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "CacheConfig": "connector.config",
+    "ConfigError": "connector.config",
+    "KeyNamespace": "connector.keys",
+    "chain_hashes": "connector.keys",
+    "chunk_keys": "connector.keys",
+    "LoadResult": "connector.tiered",
+    "LookupResult": "connector.tiered",
+    "TieredCache": "connector.tiered",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'connector' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -288,6 +288,9 @@ class CacheConfig:
     profiling_app_name: str = _setting(
         "PROFILING_APP_NAME", "vllm-engine", _text, "Pyroscope service name of the engine processes."
     )
+    profiling_upload_interval_s: int = _setting(
+        "PROFILING_UPLOAD_INTERVAL_S", 10, _int_at_least(1), "Seconds between profile pushes."
+    )
 
     def __post_init__(self) -> None:
         if self.l2_backend == L2BackendName.FS and not self.fs_root:

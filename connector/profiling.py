@@ -49,7 +49,7 @@ def start_profiling(config: CacheConfig, **tags: str) -> bool:
                 sample_rate=100,
                 oncpu=True,
                 gil_only=True,
-                upload_interval=int(os.environ.get("AIBRIX_KV_CACHE_OL_PROFILING_UPLOAD_INTERVAL_S", "10")),
+                upload_interval=config.profiling_upload_interval_s,
                 tags={"pid": str(os.getpid()), **tags},
             )
         except Exception as exc:  # a profiler that cannot start must not stop the engine

@@ -31,8 +31,7 @@ import torch
 from connector.chunk import HEADER_BYTES, ChunkFormatError, ChunkLayout, validate, write_header
 from connector.config import CacheConfig, IngestionType
 from connector.l1 import L1Cache, make_policy
-from connector.l2 import L2Backend, L2Client, Pending
-from connector.l2.client import resolved
+from connector.l2 import L2Backend, L2Client
 from connector.metrics import CacheMetrics
 from connector.profiling import span
 
@@ -47,9 +46,9 @@ L1 = "l1"
 L2 = "l2"
 _KNOWN_IN_L2_MAX = 1 << 16
 AUTO_INFLIGHT_CHUNKS = 64
+"""In-flight L2 write bound, in chunks, when L2_CACHE_INGESTION_MAX_INFLIGHT_TOKENS is 0."""
 _STAGING_KEEP = 2
 """Idle staging buffers kept for L1-less saves; more in flight at once are allocated and dropped."""
-"""In-flight L2 write bound, in chunks, when L2_CACHE_INGESTION_MAX_INFLIGHT_TOKENS is 0."""
 
 
 @dataclass(frozen=True)
@@ -137,23 +136,6 @@ class TieredCache:
     def lookup_l1(self, keys: Sequence[str]) -> int:
         return 0 if self.l1 is None else self.l1.contains_many(list(keys))
 
-    def lookup_l2(self, keys: Sequence[str]) -> Pending[int]:
-        """How many of `keys`, from the first, L2 holds; ready within the L2 deadline."""
-        if self.l2 is None or not keys:
-            return resolved(0)
-        keys = list(keys)
-
-        def leading(found: list[bool]) -> int:
-            count = 0
-            for key, present in zip(keys, found, strict=True):
-                if not present:
-                    break
-                self._remember_l2(key)
-                count += 1
-            return count
-
-        return self.l2.exists(keys, self._deadline(len(keys))).map(leading)
-
     def lookup(self, keys: Sequence[str], num_tokens: int | None = None) -> LookupResult:
         """Longest run of cached chunks from the start, each in L1 or L2; moves no data.
 
@@ -176,14 +158,11 @@ class TieredCache:
                     l2 += 1
                 else:
                     break
-        self.record_lookup(
-            num_tokens if num_tokens is not None else len(keys) * self.config.chunk_size, l1, l2
+        size = self.config.chunk_size
+        self.metrics.lookup(
+            len(keys) * size if num_tokens is None else num_tokens, {L1: l1 * size, L2: l2 * size}
         )
         return LookupResult(l1, l2)
-
-    def record_lookup(self, num_tokens: int, l1_chunks: int, l2_chunks: int) -> None:
-        size = self.config.chunk_size
-        self.metrics.lookup(num_tokens, {L1: l1_chunks * size, L2: l2_chunks * size})
 
     def _l1_mask(self, keys: Sequence[str]) -> list[bool]:
         if self.l1 is None:
@@ -207,8 +186,9 @@ class TieredCache:
         with span("load"):
             start = time.perf_counter()
             # Pin every L1 chunk of the run first: inserting the L2 chunks into L1 must not evict
-            # chunks this same load is about to deliver.
-            pinned = [self.l1.acquire(key) if self.l1 is not None else None for key in keys]
+            # chunks this same load is about to deliver. Only delivered chunks count as reuse.
+            pinned = [self.l1.acquire(key, hit=False) if self.l1 is not None else None for key in keys]
+            stale: list[str] = []
             try:
                 missing = [key for key, view in zip(keys, pinned, strict=True) if view is None]
                 from_l2: dict[str, object] = {}
@@ -222,7 +202,7 @@ class TieredCache:
                 l1 = l2 = 0
                 for index, (key, view) in enumerate(zip(keys, pinned, strict=True)):
                     expected = tokens[index] if tokens is not None else None
-                    if view is not None and self._deliver_l1(index, key, view, sink, expected):
+                    if view is not None and self._deliver_l1(index, key, view, sink, expected, stale):
                         l1 += 1
                     elif key in from_l2 and self._deliver_l2(index, key, from_l2[key], sink, expected):
                         l2 += 1
@@ -232,6 +212,10 @@ class TieredCache:
                 for key, view in zip(keys, pinned, strict=True):
                     if view is not None:
                         self.l1.release(key)  # type: ignore[union-attr]
+                for key in stale:
+                    if self.l1.remove(key):  # type: ignore[union-attr]
+                        self._notify_l1(key, False)
+                        self._update_l1_gauge()
             elapsed = time.perf_counter() - start
         for tier, count in ((L1, l1), (L2, l2)):
             if count:
@@ -240,19 +224,23 @@ class TieredCache:
         return LoadResult(l1, l2)
 
     def _deliver_l1(
-        self, index: int, key: str, view: torch.Tensor, sink: Sink, expected: Sequence[int] | None
+        self,
+        index: int,
+        key: str,
+        view: torch.Tensor,
+        sink: Sink,
+        expected: Sequence[int] | None,
+        stale: list[str],
     ) -> bool:
-        """Deliver a chunk the caller has pinned in L1; a token mismatch drops it (after unpinning)."""
+        """Deliver a chunk the caller has pinned in L1; on a token mismatch, mark it `stale` (the
+        caller drops it once unpinned)."""
         assert self.l1 is not None
         if expected is not None and not self._tokens_match(view, expected):
             self.metrics.validation_failure()
-            self.l1.release(key)
-            if self.l1.remove(key):
-                self._notify_l1(key, False)
-                self._update_l1_gauge()
-            self.l1.acquire(key)  # keeps the caller's release balanced; None when removed
+            stale.append(key)
             return False
         sink(index, view[self.layout.payload_start : self.layout.tokens_start])
+        self.l1.touch(key)
         if self._ingestion == IngestionType.HOT:
             self._write_l1_chunk_to_l2(key)
         return True
@@ -311,7 +299,7 @@ class TieredCache:
             return False
         view = self.l1.reserve(key, self.layout.total)
         if view is None:
-            if key not in self.l1:
+            if not self.l1.is_reserved(key):
                 self.metrics.skipped_write("l1_full")
             return False
         try:

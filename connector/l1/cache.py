@@ -155,6 +155,18 @@ class L1Cache:
             slot, nbytes = entry.slot, entry.nbytes
         return self._pool.view(slot)[:nbytes]
 
+    def touch(self, key: str) -> None:
+        """Count a reuse of a resident `key` (for callers that pinned it with `hit=False`)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry.committed:
+                self._policy.on_hit(key)
+
+    def is_reserved(self, key: str) -> bool:
+        """Whether `key` is resident or being written (a `reserve` for it would return None)."""
+        with self._lock:
+            return key in self._entries
+
     def release(self, key: str) -> None:
         with self._lock:
             entry = self._entries.get(key)

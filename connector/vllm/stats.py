@@ -71,9 +71,7 @@ class TieredStats(KVConnectorStats):
         for key, value in other.data.items():
             if key == LATENCIES:
                 merged[key] = list(merged.get(key, [])) + list(value)
-            elif key == L1_USED:
-                merged[key] = merged.get(key, 0) + value
-            else:
+            else:  # counters add up; so does L1 use across ranks
                 merged[key] = merged.get(key, 0) + value
         return TieredStats(merged)
 

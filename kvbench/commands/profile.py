@@ -24,6 +24,12 @@ _out = Console(highlight=False)
 
 _EXPORT_SUFFIXES = (".html", ".json", ".svg")
 
+# Options shared by the commands that read profiles (`export`, `report`).
+ServiceOption = Annotated[str, typer.Option(help="service_name (the agent's application_name).")]
+UrlOption = Annotated[str, typer.Option(help="Collector or Grafana Pyroscope base URL.")]
+FromOption = Annotated[str, typer.Option("--from", help="Unix seconds/ms or now-<N><s|m|h|d>.")]
+UntilOption = Annotated[str, typer.Option("--until", help="Unix seconds/ms or now.")]
+
 
 def _parse_tags(values: list[str]) -> dict[str, str]:
     tags: dict[str, str] = {}
@@ -75,14 +81,10 @@ def serve(
 @app.command("export")
 def export(
     out: Annotated[Path, typer.Option("--out", help="Output file: .html (self-contained), .json or .svg.")],
-    service: Annotated[
-        str, typer.Option(help="service_name (the agent's application_name).")
-    ] = "vllm-engine",
-    url: Annotated[
-        str, typer.Option(help="Collector or Grafana Pyroscope base URL.")
-    ] = "http://127.0.0.1:4040",
-    start: Annotated[str, typer.Option("--from", help="Unix seconds/ms or now-<N><s|m|h|d>.")] = "now-1h",
-    until: Annotated[str, typer.Option("--until", help="Unix seconds/ms or now.")] = "now",
+    service: ServiceOption = "vllm-engine",
+    url: UrlOption = "http://127.0.0.1:4040",
+    start: FromOption = "now-1h",
+    until: UntilOption = "now",
     query_tags: Annotated[
         list[str] | None, typer.Option("--query-tags", help="Filter, e.g. op=load (repeatable).")
     ] = None,
@@ -124,14 +126,10 @@ def report(
     out_dir: Annotated[
         Path, typer.Option("--out-dir", help="Directory for flamegraph.html and top_functions.csv.")
     ],
-    service: Annotated[
-        str, typer.Option(help="service_name (the agent's application_name).")
-    ] = "vllm-engine",
-    url: Annotated[
-        str, typer.Option(help="Collector or Grafana Pyroscope base URL.")
-    ] = "http://127.0.0.1:4040",
-    start: Annotated[str, typer.Option("--from", help="Unix seconds/ms or now-<N><s|m|h|d>.")] = "now-1h",
-    until: Annotated[str, typer.Option("--until", help="Unix seconds/ms or now.")] = "now",
+    service: ServiceOption = "vllm-engine",
+    url: UrlOption = "http://127.0.0.1:4040",
+    start: FromOption = "now-1h",
+    until: UntilOption = "now",
     tag_key: Annotated[str, typer.Option(help="Per-sample tag whose values split the CPU time.")] = "op",
 ) -> None:
     """Write the report `kvbench run` makes: per-op CPU shares, flamegraphs, top functions."""

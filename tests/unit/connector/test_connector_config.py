@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -193,3 +194,9 @@ def test_timeout_scales_with_tokens_with_a_floor() -> None:
     assert config.l2_timeout_s(512) == pytest.approx(10.24)
     assert config.l2_timeout_s(1) == pytest.approx(0.05)
     assert config.l1_capacity_bytes == 10 << 30
+
+
+def test_readme_documents_every_setting_with_its_default() -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    for name, default, _ in settings_reference():
+        assert f"| `{name}` | `{default}` |" in readme, f"{name} missing from the README table"

@@ -145,6 +145,11 @@ def test_spans_with_pyroscope_against_a_closed_port_do_not_raise() -> None:
 
 
 def test_a_profiler_that_cannot_start_does_not_raise(monkeypatch) -> None:
-    monkeypatch.setenv("AIBRIX_KV_CACHE_OL_PROFILING_UPLOAD_INTERVAL_S", "often")
+    import pyroscope
+
+    def refuse(**kwargs) -> None:
+        raise TypeError("unexpected keyword argument")
+
+    monkeypatch.setattr(pyroscope, "configure", refuse)
     assert profiling.start_profiling(config(PROFILING_ENABLED=1)) is False
     assert profiling.span("load") is profiling.span("save"), "spans stay the no-op"

@@ -293,4 +293,5 @@ def test_connector_env_starts_what_l2_needs() -> None:
         "kv_connector": "TieredOffloadConnector",
         "kv_connector_module_path": "connector.vllm",
         "kv_role": "kv_both",
+        "kv_load_failure_policy": "recompute",
     }
