@@ -152,10 +152,10 @@ class TieredOffloadConnector(KVConnectorBase_V1):
     def get_kv_connector_stats(self) -> TieredStats | None:
         data: dict[str, Any] = dict(self._delta.take())
         if self._worker is not None:
-            if self._worker.load_latencies:
-                data[LATENCIES], self._worker.load_latencies = self._worker.load_latencies, []
-            if self._worker.cache is not None and self._worker.cache.l1 is not None:
-                data[L1_USED] = len(self._worker.cache.l1) * self._worker.cache.layout.total
+            if latencies := self._worker.take_load_latencies():
+                data[LATENCIES] = latencies
+            if (used := self._worker.l1_used_bytes) is not None:
+                data[L1_USED] = used
         return TieredStats(data) if data else None
 
     @classmethod

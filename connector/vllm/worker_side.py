@@ -44,7 +44,7 @@ class WorkerSide:
         self._async_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kv-async-load")
         self._async: dict[str, tuple[LoadJob, Future[list[int]]]] = {}
         self._load_errors: set[int] = set()
-        self.load_latencies: list[tuple[str, float]] = []
+        self._load_latencies: list[tuple[str, float]] = []
 
     # ---- setup --------------------------------------------------------------------------------
 
@@ -102,7 +102,7 @@ class WorkerSide:
             loaded = 0
             result = None
         tier = "l2" if result is not None and result.l2 else "l1"
-        self.load_latencies.append((tier, time.perf_counter() - start))
+        self._load_latencies.append((tier, time.perf_counter() - start))
         failed = [b for chunk in job.chunks[loaded:] for b in chunk.written_blocks]
         if failed:
             self.metrics.load_failed(len(failed) * self.namespace.block_size)
@@ -150,6 +150,16 @@ class WorkerSide:
                 return None
             events, self._l1_events = self._l1_events, []
         return L1Report({self.namespace.tp_rank: events})
+
+    def take_load_latencies(self) -> list[tuple[str, float]]:
+        """(tier, seconds) of each load job since the last call."""
+        latencies, self._load_latencies = self._load_latencies, []
+        return latencies
+
+    @property
+    def l1_used_bytes(self) -> int | None:
+        cache = self.cache
+        return cache.l1.used_bytes if cache is not None and cache.l1 is not None else None
 
     def close(self) -> None:
         self._async_pool.shutdown(wait=False, cancel_futures=True)
