@@ -82,6 +82,21 @@ def print_report(summary: Mapping[str, Any], console: Console) -> None:
             console.print(f"[yellow]{c['name']}: errors: {kinds}[/]", markup=True, highlight=False)
 
 
+def _save_plot(fig: Any, ax: Any, xlabel: str, ylabel: str, title: str, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_plots(summary: Mapping[str, Any], rows: pd.DataFrame, out: Path) -> list[Path]:
     """TTFT CDF per configuration and TTFT p50 by turn; returns the files written."""
     import matplotlib
@@ -101,16 +116,11 @@ def write_plots(summary: Mapping[str, Any], rows: pd.DataFrame, out: Path) -> li
         if vals:
             ys = [(i + 1) / len(vals) for i in range(len(vals))]
             ax.step(vals, ys, where="post", label=c["name"])
-    ax.set_xlabel("TTFT (ms)")
-    ax.set_ylabel("fraction of requests")
-    ax.set_title("TTFT CDF per configuration")
-    ax.grid(True, alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / TTFT_CDF_PNG, dpi=110)
-    plt.close(fig)
-    written.append(out / TTFT_CDF_PNG)
+    written.append(
+        _save_plot(
+            fig, ax, "TTFT (ms)", "fraction of requests", "TTFT CDF per configuration", out / TTFT_CDF_PNG
+        )
+    )
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for c in summary["configs"]:
@@ -118,14 +128,7 @@ def write_plots(summary: Mapping[str, Any], rows: pd.DataFrame, out: Path) -> li
         turns = sorted(int(k) for k in by if by[k].get("p50_ms") is not None)
         if turns:
             ax.plot(turns, [by[str(t)]["p50_ms"] for t in turns], marker="o", label=c["name"])
-    ax.set_xlabel("turn (1 = cold prefix)")
-    ax.set_ylabel("TTFT p50 (ms)")
-    ax.set_title("TTFT by turn")
-    ax.grid(True, alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / TTFT_BY_TURN_PNG, dpi=110)
-    plt.close(fig)
-    written.append(out / TTFT_BY_TURN_PNG)
+    written.append(
+        _save_plot(fig, ax, "turn (1 = cold prefix)", "TTFT p50 (ms)", "TTFT by turn", out / TTFT_BY_TURN_PNG)
+    )
     return written
